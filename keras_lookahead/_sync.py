@@ -86,7 +86,7 @@ def _capture(la):
 
 def _sync(la):
     for fast, slow in la._pairs():
-        new = ops.add(slow, ops.multiply(la._alpha(slow.dtype), ops.subtract(fast, slow)))
+        new = la._lerp(slow, fast)
         slow.assign(new)
         fast.assign(new)
     for m, cached in la._moment_pairs():
@@ -102,8 +102,7 @@ def _select_step(la, grads, trainable_variables):
     inner.apply(grads, trainable_variables)
     sync = la._is_sync_step(before, ops.copy(inner.iterations))
     for fast, slow in la._pairs():
-        synced = ops.add(slow, ops.multiply(la._alpha(slow.dtype), ops.subtract(fast, slow)))
-        new_slow = ops.where(sync, synced, slow)
+        new_slow = ops.where(sync, la._lerp(slow, fast), slow)
         slow.assign(new_slow)
         fast.assign(ops.where(sync, new_slow, fast))
     for m, cached in la._moment_pairs():

@@ -257,6 +257,12 @@ class Lookahead(keras.optimizers.Optimizer):
     def _alpha(self, dtype):
         return ops.cast(self._slow_step_size, dtype)
 
+    def _lerp(self, slow, fast):
+        """φ + α (θ − φ): the slow weights' new value at a sync."""
+        if self._slow_step_size == 1.0:
+            return fast  # exactly the fast weights: φ + (θ − φ) can round differently
+        return ops.add(slow, ops.multiply(self._alpha(slow.dtype), ops.subtract(fast, slow)))
+
     def _pairs(self):
         """(fast, slow) for every variable that has a slow weight."""
         return [(v, s) for v, s in zip(self._trainable_variables, self._slow_weights)

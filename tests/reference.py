@@ -1,0 +1,85 @@
+"""An independent numpy implementation of Lookahead (Algorithm 1 of Zhang et al., 2019).
+
+Written from the paper and from the update rules Keras documents for SGD (momentum) and Adam;
+it shares no code with the package and is only imported by the tests.
+
+Algorithm 1:
+    φ_0 = θ_0
+    for t = 1, 2, ...:
+        θ_{t,0} = φ_{t-1}
+        for i = 1..k:  θ_{t,i} = θ_{t,i-1} + A(L, θ_{t,i-1}, d)
+        φ_t = φ_{t-1} + α (θ_{t,k} − φ_{t-1})
+with the inner optimizer's first moment maintained, reset to zero, or interpolated
+(m ← α m + (1 − α) m_prev, m_prev its value right after the previous sync) at each sync.
+"""
+
+import numpy as np
+
+
+class SGD:
+    """Keras SGD: m ← β m − lr g;  θ ← θ + m  (θ ← θ + β m − lr g with Nesterov)."""
+
+    def __init__(self, lr, momentum=0.0, nesterov=False):
+        self.lr, self.beta, self.nesterov = lr, momentum, nesterov
+
+    def init(self, theta):
+        return {"m": np.zeros_like(theta)}
+
+    def step(self, theta, g, state, t):
+        if self.beta == 0:
+            return theta - self.lr * g
+        m = self.beta * state["m"] - self.lr * g
+        state["m"] = m
+        if self.nesterov:
+            return theta + self.beta * m - self.lr * g
+        return theta + m
+
+    first_moment = "m"
+
+
+class Adam:
+    """Keras Adam at step t (1-based):
+    m ← m + (1 − β1)(g − m);  v ← v + (1 − β2)(g² − v)
+    θ ← θ − lr √(1 − β2^t)/(1 − β1^t) · m / (√v + ε)
+    """
+
+    def __init__(self, lr=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
+        self.lr, self.b1, self.b2, self.eps = lr, beta_1, beta_2, epsilon
+
+    def init(self, theta):
+        return {"m": np.zeros_like(theta), "v": np.zeros_like(theta)}
+
+    def step(self, theta, g, state, t):
+        state["m"] = state["m"] + (1 - self.b1) * (g - state["m"])
+        state["v"] = state["v"] + (1 - self.b2) * (g * g - state["v"])
+        a = self.lr * np.sqrt(1 - self.b2**t) / (1 - self.b1**t)
+        return theta - a * state["m"] / (np.sqrt(state["v"]) + self.eps)
+
+    first_moment = "m"
+
+
+def lookahead(inner, theta0, grad_fn, steps, k, alpha, inner_state="maintain"):
+    """Runs `steps` inner updates of Lookahead(inner); returns per-step (fast, slow, state).
+
+    `grad_fn(theta)` gives the gradient at the current fast weights. Computed in float32, like
+    the weights it is compared with (numpy keeps python scalars at the array's precision).
+    """
+    theta = np.asarray(theta0, np.float32).copy()
+    phi = theta.copy()
+    state = inner.init(theta)
+    cached = np.zeros_like(theta)
+    history = []
+    for t in range(1, steps + 1):
+        theta = inner.step(theta, grad_fn(theta), state, t)
+        if t % k == 0:
+            phi = phi + alpha * (theta - phi)
+            theta = phi.copy()
+            m = state.get(inner.first_moment)
+            if inner_state == "reset":
+                state[inner.first_moment] = np.zeros_like(m)
+            elif inner_state == "interpolate":
+                m = alpha * m + (1 - alpha) * cached
+                state[inner.first_moment] = m
+                cached = m.copy()
+        history.append((theta.copy(), phi.copy(), {n: v.copy() for n, v in state.items()}))
+    return history
