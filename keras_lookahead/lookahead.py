@@ -173,9 +173,10 @@ class Lookahead(keras.optimizers.Optimizer):
         # would make Keras track them as this optimizer's own variables too.
         moments = self._first_moments()
         if self._inner_state == policies.INTERPOLATE:
+            # Referenced to the model variable, so they are placed like it and named after it.
             self._cached_moments = [
-                None if m is None else self.add_variable_from_reference(m, name="cached")
-                for m in moments
+                None if m is None else self.add_variable_from_reference(v, name="momentum_cached")
+                for v, m in zip(var_list, moments)
             ]
         super().build(var_list)
 
