@@ -95,10 +95,6 @@ class Lookahead(keras.optimizers.Optimizer):
         _check_kwargs(kwargs)
 
         super().__init__(learning_rate=0.0, name=name)
-        # The base class made an iteration counter and a learning-rate variable for the wrapper.
-        # Both live in the inner optimizer here; keep these unused ones out of `variables`.
-        self._untrack_variable(self._iterations)
-        self._untrack_variable(self._learning_rate)
         self._inner = inner
         self._sync_period = sync_period
         self._slow_step_size = slow_step_size
@@ -183,8 +179,13 @@ class Lookahead(keras.optimizers.Optimizer):
     @property
     def variables(self):
         # Own variables (slow weights, then cached momenta), then the inner's, in build order:
-        # everything needed to resume, in a fixed order for saving.
-        return self._variables[:] + self._inner.variables
+        # everything needed to resume, in a fixed order for saving. The base class also made an
+        # iteration counter and a learning rate for the wrapper; both live in the inner optimizer
+        # here, so these unused two are left out. (They stay in `_variables`: TF checkpointing
+        # only tracks lists that are never shrunk.)
+        unused = (self._iterations, self._learning_rate)
+        own = [v for v in self._variables if not any(v is u for u in unused)]
+        return own + self._inner.variables
 
     @property
     def slow_weights(self):

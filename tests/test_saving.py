@@ -1,0 +1,150 @@
+"""Saved whole, resumed exactly: .keras files, tf.train.Checkpoint, BackupAndRestore."""
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+import keras
+from keras import ops
+
+from keras_lookahead import Lookahead
+from tests.conftest import tf_only
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def worker(*args):
+    subprocess.run([sys.executable, "-m", "tests._resume_worker", *map(str, args)], cwd=ROOT,
+                   check=True, timeout=300)
+
+
+def assert_same_state(d):
+    full, resumed = np.load(os.path.join(d, "full.npz")), np.load(os.path.join(d, "resumed.npz"))
+    assert sorted(full.files) == sorted(resumed.files)
+    for name in full.files:
+        # Exact on CPU: the same ops on the same values in the same order.
+        np.testing.assert_array_equal(resumed[name], full[name], err_msg=name)
+
+
+@pytest.mark.parametrize("inner_state, jit", [("maintain", 0), ("interpolate", 0),
+                                              ("reset", 1)])
+def test_keras_file_resume_in_a_fresh_process(tmp_path, inner_state, jit):
+    # 7 steps then 6 more with k = 5: the save falls between syncs.
+    worker("full", tmp_path, inner_state, jit)
+    worker("keras", tmp_path, inner_state, jit)
+    worker("keras2", tmp_path, inner_state, jit)
+    assert_same_state(tmp_path)
+
+
+@tf_only
+@pytest.mark.parametrize("inner_state, jit", [("interpolate", 0), ("maintain", 1)])
+def test_tf_train_checkpoint_resume_in_a_fresh_process(tmp_path, inner_state, jit):
+    worker("ckptfull", tmp_path, inner_state, jit)
+    worker("ckpt", tmp_path, inner_state, jit)
+    worker("ckpt2", tmp_path, inner_state, jit)
+    assert_same_state(tmp_path)
+
+
+def _fit_model():
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="tanh"),
+                              keras.layers.Dense(1)])
+    model.compile(optimizer=Lookahead(keras.optimizers.SGD(0.05, momentum=0.9), sync_period=3,
+                                      inner_state="interpolate"), loss="mse")
+    return model
+
+
+class _Interrupt(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 1:
+            raise RuntimeError("interrupted")
+
+
+def test_backup_and_restore_resumes_exactly(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 4)).astype("float32")
+    y = np.sin(x.sum(axis=1, keepdims=True)).astype("float32")
+    # 40 / 8 = 5 steps per epoch, k = 3: epoch boundaries fall between syncs.
+    fit = dict(batch_size=8, epochs=4, shuffle=False, verbose=0)
+
+    reference = _fit_model()
+    reference.fit(x, y, **fit)
+
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+    model = _fit_model()
+    with pytest.raises(RuntimeError, match="interrupted"):
+        model.fit(x, y, callbacks=[backup, _Interrupt()], **fit)
+    keras.backend.clear_session()
+    model = _fit_model()  # a new model and optimizer, as after a crash
+    model.fit(x, y, callbacks=[keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))], **fit)
+    assert int(ops.convert_to_numpy(model.optimizer.iterations)) == 20
+    for a, b in zip(model.weights, reference.weights):
+        np.testing.assert_array_equal(ops.convert_to_numpy(a), ops.convert_to_numpy(b))
+    for a, b in zip(model.optimizer.variables, reference.optimizer.variables):
+        np.testing.assert_array_equal(ops.convert_to_numpy(a), ops.convert_to_numpy(b))
+
+
+def _saved(tmp_path, inner_state="maintain"):
+    model = _fit_model() if inner_state == "interpolate" else None
+    if model is None:
+        keras.utils.set_random_seed(3)
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        model.compile(optimizer=Lookahead(keras.optimizers.SGD(0.1, momentum=0.9),
+                                          inner_state=inner_state), loss="mse")
+    model.fit(np.ones((8, 4), "float32"), np.ones((8, 1), "float32"), verbose=0)
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    return path
+
+
+def _edit_config(path, edit):
+    with zipfile.ZipFile(path) as z:
+        files = {n: z.read(n) for n in z.namelist()}
+    config = json.loads(files["config.json"])
+    edit(config["compile_config"]["optimizer"]["config"])
+    files["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(path, "w") as z:
+        for n, data in files.items():
+            z.writestr(n, data)
+
+
+def test_load_model_restores_lookahead_without_custom_objects(tmp_path):
+    path = _saved(tmp_path)
+    model = keras.models.load_model(path)
+    assert isinstance(model.optimizer, Lookahead)
+    assert isinstance(model.optimizer.inner_optimizer, keras.optimizers.SGD)
+    assert model.optimizer.sync_period == 5
+
+
+def test_saved_state_missing_slow_weights_fails_loudly(tmp_path):
+    # A file saved without the cached momenta is loaded into a Lookahead that needs them: Keras
+    # itself would warn and skip, leaving the optimizer fresh; we refuse.
+    path = _saved(tmp_path, "maintain")
+
+    def to_interpolate(opt_config):
+        opt_config["inner_state"] = "interpolate"
+
+    _edit_config(path, to_interpolate)
+    # kernel + bias: 2 slow weights + SGD's iteration, learning rate and 2 momenta = 6; 8 with the
+    # two cached momenta "interpolate" needs.
+    with pytest.raises(ValueError, match="saved optimizer state has 6 variables, but this "
+                                         "Lookahead\\(SGD, inner_state='interpolate'\\) has 8"):
+        keras.models.load_model(path)
+
+
+def test_saved_plain_optimizer_state_into_lookahead_fails_loudly(tmp_path):
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9), loss="mse")
+    model.fit(np.ones((8, 4), "float32"), np.ones((8, 1), "float32"), verbose=0)
+    path = str(tmp_path / "plain.weights.h5")
+    model.save_weights(path)
+    model2 = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model2.compile(optimizer=Lookahead(keras.optimizers.SGD(0.1, momentum=0.9)), loss="mse")
+    model2.optimizer.build(model2.trainable_variables)
+    with pytest.raises(ValueError, match="saved optimizer state has 4 variables"):
+        model2.load_weights(path)
