@@ -1,0 +1,89 @@
+"""Timing helpers shared by the benchmark scripts.
+
+Every comparison is made side by side in one process: the two functions run in alternating
+rounds (so drift in machine load hits both), each round times a batch of calls after warm-up,
+and the ratio is taken round by round before the median. Absolute times on a shared machine mean
+little; ratios measured this way are what the results files report.
+"""
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+
+def time_calls(fn, calls):
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - start) / calls
+
+
+def compare(baseline, candidate, *, calls, rounds, warmup=3):
+    """Median seconds per call of each, and the median of per-round ratios candidate/baseline."""
+    for _ in range(warmup):
+        baseline()
+        candidate()
+    base, cand, ratios = [], [], []
+    for r in range(rounds):
+        # alternate which goes first, so neither always runs on a warmer cache
+        if r % 2:
+            c = time_calls(candidate, calls)
+            b = time_calls(baseline, calls)
+        else:
+            b = time_calls(baseline, calls)
+            c = time_calls(candidate, calls)
+        base.append(b)
+        cand.append(c)
+        ratios.append(c / b)
+    return {
+        "baseline_s": statistics.median(base),
+        "candidate_s": statistics.median(cand),
+        "ratio": statistics.median(ratios),
+        "ratio_min": min(ratios),
+        "ratio_max": max(ratios),
+        "rounds": rounds,
+        "calls_per_round": calls,
+    }
+
+
+def machine():
+    cpu = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "platform": platform.platform()}
+    for mod in ("keras", "tensorflow", "jax", "torch", "numpy"):
+        try:
+            info[mod] = __import__(mod).__version__
+        except Exception:  # not installed
+            pass
+    try:
+        info["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"],
+                                        capture_output=True, text=True,
+                                        cwd=os.path.dirname(__file__)).stdout.strip()
+    except OSError:
+        pass
+    return info
+
+
+def command_line():
+    return "python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:])
+
+
+def write_json(path, payload):
+    with open(path, "w") as f:
+        json.dump(payload, f, indent=2, sort_keys=True)
+
+
+def progress(msg):
+    print(msg, flush=True)
