@@ -1,8 +1,8 @@
 """Timing helpers shared by the benchmark scripts.
 
-Every comparison is made side by side in one process: the two functions run in alternating
-rounds (so drift in machine load hits both), each round times a batch of calls after warm-up,
-and the ratio is taken round by round before the median. Absolute times on a shared machine mean
+Every comparison is made side by side in one process: after warm-up the two functions are
+called alternately, call by call (so drift in machine load hits both), in rounds; the ratio is
+taken round by round before the median. Absolute times on a shared machine mean
 little; ratios measured this way are what the results files report.
 """
 
@@ -15,30 +15,35 @@ import sys
 import time
 
 
-def time_calls(fn, calls):
+def _timed(fn):
     start = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    return (time.perf_counter() - start) / calls
+    fn()
+    return time.perf_counter() - start
 
 
 def compare(baseline, candidate, *, calls, rounds, warmup=3):
-    """Median seconds per call of each, and the median of per-round ratios candidate/baseline."""
+    """Median seconds per call of each, and the median of per-round ratios candidate/baseline.
+
+    Within a round the two alternate call by call (ABAB..., BABA... in the next round), so a
+    change in machine load hits both; a round's ratio is total candidate time / total baseline
+    time over its calls.
+    """
     for _ in range(warmup):
         baseline()
         candidate()
     base, cand, ratios = [], [], []
     for r in range(rounds):
-        # alternate which goes first, so neither always runs on a warmer cache
-        if r % 2:
-            c = time_calls(candidate, calls)
-            b = time_calls(baseline, calls)
-        else:
-            b = time_calls(baseline, calls)
-            c = time_calls(candidate, calls)
-        base.append(b)
-        cand.append(c)
-        ratios.append(c / b)
+        tb = tc = 0.0
+        for _ in range(calls):
+            if r % 2:
+                tc += _timed(candidate)
+                tb += _timed(baseline)
+            else:
+                tb += _timed(baseline)
+                tc += _timed(candidate)
+        base.append(tb / calls)
+        cand.append(tc / calls)
+        ratios.append(tc / tb)
     return {
         "baseline_s": statistics.median(base),
         "candidate_s": statistics.median(cand),

@@ -123,7 +123,7 @@ def bench_fit(args):
 
     base, model = fitter(keras.optimizers.Adam(1e-3))
     la, _ = fitter(Lookahead(keras.optimizers.Adam(1e-3), sync_period=5))
-    r = h.compare(base, la, calls=1, rounds=args.fit_rounds, warmup=2)
+    r = h.compare(base, la, calls=2, rounds=args.fit_rounds, warmup=2)
     r.update(params=int(sum(np.prod(v.shape) for v in model.trainable_variables)),
              steps_per_call=steps, batch=batch)
     h.progress(f"  fit step, ResNet-style CNN ({r['params']:,} params, jit_compile=True): "
@@ -162,9 +162,9 @@ def plot(rows, fit, path):
     xs = np.arange(len(rows))
     err = [[r["ratio"] - r["ratio_min"] for r in rows], [r["ratio_max"] - r["ratio"] for r in rows]]
     ax.bar(xs, [r["ratio"] - 1 for r in rows], bottom=1, yerr=err, capsize=3, color="#4c78a8",
-           label="Lookahead(inner) / inner (median, min-max over rounds)")
-    ax.scatter(xs, [r["limit"] for r in rows], marker="_", s=400, color="black", zorder=3,
-               label="limit: 1 + (sync alone)/k")
+           ecolor="#888888", label="Lookahead(inner) / inner (median, min-max over rounds)")
+    ax.scatter(xs, [r["limit"] for r in rows], marker="_", s=500, linewidths=3, color="#f58518",
+               zorder=3, label="limit: 1 + (sync alone)/k")
     ax.axhline(TARGET_OPTIMIZER, color="#e45756", ls="--", lw=1, label=f"target {TARGET_OPTIMIZER}")
     ax.set_xticks(xs, labels, fontsize=8)
     ax.set_ylabel("step time ratio")
@@ -180,16 +180,17 @@ def verdict(ok):
     return "meets target" if ok else "**misses target**"
 
 
-def write_markdown(path, rows, fit, mem, mem_params, info, args):
+def write_markdown(path, rows, fit, mem, mem_params, info, args, command=None):
     lines = ["# Lookahead overhead per step", "",
-             f"Written by `{h.command_line()}`; do not edit by hand.", "",
+             f"Written by `{command or h.command_line()}`; do not edit by hand.", "",
              f"Machine: {info['cpu']}, {info['cores']} cores; keras {info.get('keras')}, "
              f"tensorflow {info.get('tensorflow')}, numpy {info.get('numpy')}, "
              f"commit {info.get('commit')}.", "",
              "Each ratio is the median over rounds of (Lookahead(inner) time / inner time), the "
              "two timed alternately in one process after warm-up "
              f"({args.rounds} rounds of {args.calls} calls for the optimizer; "
-             f"{args.fit_rounds} rounds of one {args.fit_steps}-step fit for the model).", "",
+             f"{args.fit_rounds} rounds of two {args.fit_steps}-step fits each for the model).",
+             "",
              f"## Optimizer step only, {args.params / 1e6:g}M float32 parameters", "",
              "| mode | inner | k | inner ms | Lookahead ms | ratio (min–max) | limit | target |",
              "|---|---|---|---|---|---|---|---|"]
@@ -225,12 +226,28 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 4M params, few rounds")
     parser.add_argument("--params", type=int, default=25_000_000)
-    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--calls", type=int, default=10)
     parser.add_argument("--fit-steps", type=int, default=20)
     parser.add_argument("--fit-rounds", type=int, default=7)
     parser.add_argument("--out", default=RESULTS)
+    parser.add_argument("--from-json", action="store_true",
+                        help="rewrite overhead.md and .png from the raw numbers in overhead.json "
+                        "(no timing)")
     args = parser.parse_args(argv)
+    if args.from_json:
+        import json
+
+        with open(os.path.join(args.out, "overhead.json")) as f:
+            payload = json.load(f)
+        for key, value in payload["args"].items():
+            setattr(args, key, value)
+        mem, mem_params = memory_rows()
+        plot(payload["optimizer"], payload["fit"], os.path.join(args.out, "overhead.png"))
+        write_markdown(os.path.join(args.out, "overhead.md"), payload["optimizer"],
+                       payload["fit"], mem, mem_params, payload["machine"], args,
+                       command=payload["command"])
+        return
     if args.quick:
         args.params, args.rounds, args.calls, args.fit_steps, args.fit_rounds = (
             4_000_000, 3, 5, 5, 3)
@@ -244,7 +261,8 @@ def main(argv=None):
     fit = bench_fit(args)
     mem, mem_params = memory_rows()
     payload = {"machine": info, "command": h.command_line(), "optimizer": rows, "fit": fit,
-               "memory": mem}
+               "memory": mem, "args": {k: getattr(args, k) for k in (
+                   "params", "rounds", "calls", "fit_steps", "fit_rounds")}}
     h.write_json(os.path.join(args.out, "overhead.json"), payload)
     plot(rows, fit, os.path.join(args.out, "overhead.png"))
     write_markdown(os.path.join(args.out, "overhead.md"), rows, fit, mem, mem_params, info, args)
