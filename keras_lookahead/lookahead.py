@@ -157,7 +157,8 @@ class Lookahead(keras.optimizers.Optimizer):
         self._inner.build(var_list)
         # One slow weight per trainable variable, placed like it (add_variable_from_reference).
         # It starts as the variable's current value so that `slow_weight` means something before
-        # training; the first applied update captures the value again (see `apply`).
+        # training; the value is captured again at the first applied update (_sync.py says how
+        # in each execution mode).
         self._slow_weights = [
             None if self._overwrite_variable_with_gradient(v)
             else self.add_variable_from_reference(
