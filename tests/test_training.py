@@ -1,5 +1,7 @@
 """Lookahead inside Keras training: fit, callbacks, mixed precision, accumulation, sparse grads."""
 
+import os
+
 import numpy as np
 import pytest
 import keras
@@ -214,3 +216,23 @@ def test_embedding_model_trains():
     first = model.evaluate(ids, y, verbose=0)
     model.fit(ids, y, epochs=20, batch_size=64, verbose=0)
     assert model.evaluate(ids, y, verbose=0) < 0.7 * first
+
+
+@tf_only
+def test_tensorboard_logs_the_inner_learning_rate(tmp_path):
+    import tensorflow as tf
+
+    x, y = _regression_data(64)
+    model = _mlp()
+    model.compile(optimizer=Lookahead(keras.optimizers.SGD(0.0375)), loss="mse")
+    model.fit(x, y, epochs=2, verbose=0,
+              callbacks=[keras.callbacks.TensorBoard(str(tmp_path), update_freq="epoch")])
+    values = []
+    for root, _, files in tf.io.gfile.walk(str(tmp_path / "train")):
+        for name in files:
+            for record in tf.data.TFRecordDataset(os.path.join(root, name)):
+                event = tf.compat.v1.Event.FromString(record.numpy())
+                for v in event.summary.value:
+                    if "learning_rate" in v.tag:
+                        values.append(float(tf.make_ndarray(v.tensor)))
+    assert values == pytest.approx([0.0375, 0.0375])
