@@ -28,6 +28,16 @@ They differ in how "if" is expressed, because the costs are opposite in the two 
   first applied update; only a change of the weights between tracing and the first applied
   update would be missed.
 
+- PyTorch (eager): Python `if`s, like graph mode, but deciding them must not read a counter from
+  the device on every step (on a GPU each read stalls the stream). The count of applied updates
+  is kept on the host: read once from the inner optimizer after build or load, then advanced by
+  rule (every call applies, or every n-th with gradient accumulation). Only an inner optimizer
+  that may skip steps on its own (a LossScaleOptimizer) needs a read after its update; that
+  optimizer has just made the same kind of read for its own skip decision.
+- JAX: `stateless_apply` under `jax.jit` is XLA, so it takes the select form. Under `jit` the
+  counters are traced values, so the capture at the first update only happens when the values are
+  concrete (eager `apply`); in a jitted step the slow weights start from their value at build.
+
 `lookahead_step` is the only place that chooses.
 """
 
@@ -36,8 +46,10 @@ from keras import ops
 
 
 def lookahead_step(la, grads, trainable_variables):
+    if keras.backend.backend() == "torch":
+        return _host_counted_step(la, grads, trainable_variables)
     if _in_xla_context():
-        _capture_at_trace_time(la)
+        _capture_if_no_update_yet(la)
         return _select_step(la, grads, trainable_variables)
     return _cond_step(la, grads, trainable_variables)
 
@@ -56,13 +68,24 @@ def _in_xla_context():
     return backend == "jax"
 
 
-def _capture_at_trace_time(la):
-    if keras.backend.backend() != "tensorflow":
-        return
-    import tensorflow as tf
+def _capture_if_no_update_yet(la):
+    """Captures the slow weights now if the inner optimizer has applied no update yet.
 
-    with tf.init_scope():
-        if int(ops.convert_to_numpy(la.inner_optimizer.iterations)) == 0:
+    TF: runs eagerly while the XLA step is traced. JAX: only when the counter is concrete (an
+    eager `apply`); under `jax.jit` it is a tracer and the build-time value stands.
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        with tf.init_scope():
+            if int(ops.convert_to_numpy(la.inner_optimizer.iterations)) == 0:
+                _capture(la)
+    elif backend == "jax":
+        import jax
+
+        count = ops.convert_to_tensor(la.inner_optimizer.iterations)
+        if not isinstance(count, jax.core.Tracer) and int(count) == 0:
             _capture(la)
 
 
@@ -101,12 +124,52 @@ def _select_step(la, grads, trainable_variables):
     before = ops.copy(inner.iterations)
     inner.apply(grads, trainable_variables)
     sync = la._is_sync_step(before, ops.copy(inner.iterations))
-    for fast, slow in la._pairs():
+    # Values, not Variables, go into the selects: jnp.where refuses Keras Variables.
+    for fast_var, slow_var in la._pairs():
+        fast, slow = ops.convert_to_tensor(fast_var), ops.convert_to_tensor(slow_var)
         new_slow = ops.where(sync, la._lerp(slow, fast), slow)
-        slow.assign(new_slow)
-        fast.assign(ops.where(sync, new_slow, fast))
-    for m, cached in la._moment_pairs():
+        slow_var.assign(new_slow)
+        fast_var.assign(ops.where(sync, new_slow, fast))
+    for m_var, cached_var in la._moment_pairs():
+        m = ops.convert_to_tensor(m_var)
+        cached = None if cached_var is None else ops.convert_to_tensor(cached_var)
         new_m = ops.where(sync, la._new_moment(m, cached), m)
-        m.assign(new_m)
-        if cached is not None:
-            cached.assign(ops.where(sync, new_m, cached))
+        m_var.assign(new_m)
+        if cached_var is not None:
+            cached_var.assign(ops.where(sync, new_m, cached))
+
+
+def _host_counted_step(la, grads, trainable_variables):
+    inner = la.inner_optimizer
+    if la._host_micro_steps is None:
+        # After build or load: the one read of the device counter.
+        la._host_micro_steps = int(ops.convert_to_numpy(_micro_counter(inner)))
+    every = inner.gradient_accumulation_steps or 1
+    may_skip = _may_skip_steps(inner)
+    before = la._host_micro_steps // every
+    if may_skip:
+        before = int(ops.convert_to_numpy(inner.iterations))
+    if before == 0:
+        _capture(la)
+    inner.apply(grads, trainable_variables)
+    la._host_micro_steps += 1
+    if may_skip:
+        after = int(ops.convert_to_numpy(inner.iterations))
+    else:
+        after = la._host_micro_steps // every
+    if after != before and after % la.sync_period == 0:
+        _sync(la)
+
+
+def _micro_counter(inner):
+    # Calls of apply, accumulation micro-steps included (`iterations` divides them out).
+    return inner._iterations if inner.gradient_accumulation_steps else inner.iterations
+
+
+def _may_skip_steps(inner):
+    """Whether the inner optimizer may decide on the device to skip an update.
+
+    Any wrapper (LossScaleOptimizer, a nested Lookahead, ...) is treated as such; a plain
+    optimizer applies every call, or every n-th with gradient accumulation.
+    """
+    return hasattr(inner, "inner_optimizer")

@@ -101,6 +101,9 @@ class Lookahead(keras.optimizers.Optimizer):
         self._inner_state = inner_state
         self._slow_weights = []
         self._cached_moments = []
+        # torch only: the inner optimizer's count of apply calls, kept on the host (see _sync.py);
+        # None means "read it from the device at the next step".
+        self._host_micro_steps = None
 
     # -- read-only hyperparameters -----------------------------------------------------------
 
@@ -176,6 +179,7 @@ class Lookahead(keras.optimizers.Optimizer):
                 for v, m in zip(var_list, moments)
             ]
         super().build(var_list)
+        self._host_micro_steps = None
 
     @property
     def variables(self):
@@ -218,29 +222,44 @@ class Lookahead(keras.optimizers.Optimizer):
     def load_own_variables(self, store):
         # Keras only warns and skips when a saved optimizer does not match; a Lookahead resumed
         # without its slow weights would silently restart from the fast ones, so refuse.
-        expected = self.variables
-        if len(store.keys()) != len(expected):
+        self._assign_state([store[str(i)] for i in range(len(store.keys()))],
+                           "the saved optimizer state")
+
+    def set_weights(self, weights):
+        """Sets every value in `variables` (slow weights, cached momenta, the inner's state)."""
+        if not self.built:
             raise ValueError(
-                f"Lookahead: the saved optimizer state has {len(store.keys())} variables, but "
-                f"this Lookahead({type(self._inner).__name__}, inner_state="
-                f"{self._inner_state!r}) has {len(expected)}"
-                + ("" if self.built else " (it is not built yet)")
-                + ". The file was saved by a different optimizer configuration."
+                "Lookahead: set_weights() needs a built optimizer; call "
+                "optimizer.build(model.trainable_variables) first."
             )
-        for i, variable in enumerate(expected):
-            value = store[str(i)]
+        self._assign_state(list(weights), "set_weights()")
+
+    def _assign_state(self, values, source):
+        """Checks count and shapes against `variables` before assigning anything."""
+        expected = self.variables
+        if len(values) != len(expected):
+            raise ValueError(
+                f"Lookahead: {source} has {len(values)} variables, but this "
+                f"Lookahead({type(self._inner).__name__}, inner_state={self._inner_state!r}) "
+                f"has {len(expected)}" + ("" if self.built else " (it is not built yet)")
+                + ". The state comes from a different optimizer configuration."
+            )
+        for i, (value, variable) in enumerate(zip(values, expected)):
             if tuple(value.shape) != tuple(variable.shape):
                 raise ValueError(
-                    f"Lookahead: saved optimizer variable {i} has shape {tuple(value.shape)}, "
-                    f"but {variable.path} has shape {tuple(variable.shape)}."
+                    f"Lookahead: {source}: variable {i} has shape {tuple(value.shape)}, but "
+                    f"{variable.path} has shape {tuple(variable.shape)}."
                 )
-        for i, variable in enumerate(expected):
-            variable.assign(store[str(i)])
+        for value, variable in zip(values, expected):
+            variable.assign(value)
+        self._host_micro_steps = None
 
     # -- the step -----------------------------------------------------------------------------
 
     def apply(self, grads, trainable_variables=None):
         """Applies the inner optimizer's update, then syncs when the k-th update is done."""
+        if len(grads) == 0:
+            return  # as Keras optimizers do: nothing to apply, nothing counted
         if not self.built:
             if trainable_variables is None:
                 raise ValueError(
@@ -325,7 +344,8 @@ class _CurrentValue(keras.initializers.Initializer):
         self._variable = variable
 
     def __call__(self, shape, dtype=None):
-        return ops.cast(ops.convert_to_tensor(self._variable), dtype)
+        # A copy: on torch the variable's tensor would otherwise become the slow weight's storage.
+        return ops.cast(ops.copy(self._variable), dtype)
 
 
 def _resolve_optimizer(optimizer):
