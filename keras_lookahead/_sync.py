@@ -68,6 +68,27 @@ def _in_xla_context():
     return backend == "jax"
 
 
+def _apply_inner(inner, grads, trainable_variables):
+    """The inner update.
+
+    On JAX, when Lookahead runs inside its own `stateless_apply` (it gets no variable list then),
+    the inner optimizer is driven through its `stateless_apply` as well: wrappers such as
+    LossScaleOptimizer only work that way on JAX, since their stateful `apply` writes variables
+    inside `lax.cond`.
+    """
+    if keras.backend.backend() == "jax" and trainable_variables is None:
+        tvs = inner._trainable_variables
+        new_tvs, new_ovs = inner.stateless_apply(
+            [ops.convert_to_tensor(v) for v in inner.variables], grads,
+            [ops.convert_to_tensor(v) for v in tvs])
+        for v, value in zip(tvs, new_tvs):
+            v.assign(value)
+        for v, value in zip(inner.variables, new_ovs):
+            v.assign(value)
+        return
+    inner.apply(grads, trainable_variables)
+
+
 def _capture_if_no_update_yet(la):
     """Captures the slow weights now if the inner optimizer has applied no update yet.
 
@@ -122,7 +143,7 @@ def _sync(la):
 def _select_step(la, grads, trainable_variables):
     inner = la.inner_optimizer
     before = ops.copy(inner.iterations)
-    inner.apply(grads, trainable_variables)
+    _apply_inner(inner, grads, trainable_variables)
     sync = la._is_sync_step(before, ops.copy(inner.iterations))
     # Values, not Variables, go into the selects: jnp.where refuses Keras Variables.
     for fast_var, slow_var in la._pairs():

@@ -9,6 +9,13 @@ BACKEND = keras.backend.backend()
 
 tf_only = pytest.mark.skipif(BACKEND != "tensorflow", reason="TensorFlow-only behaviour")
 
+# Execution modes of an optimizer step on this backend (see tests/steps.py).
+MODES = {
+    "tensorflow": ["eager", "graph", "xla"],
+    "jax": ["eager", "jit"],
+    "torch": ["eager"],
+}[BACKEND]
+
 
 @pytest.fixture(autouse=True)
 def _fresh_keras_state():

@@ -7,6 +7,8 @@ from keras import ops
 
 import keras_lookahead
 from keras_lookahead import Lookahead
+from tests.conftest import BACKEND, MODES
+from tests.steps import make_step
 
 
 # -- arguments -----------------------------------------------------------------------------
@@ -154,23 +156,24 @@ def test_slow_weight_lookup():
         opt.slow_weight(other)
 
 
-@pytest.mark.parametrize("mode", ["eager", "graph", "xla"])
+@pytest.mark.parametrize("mode", MODES)
 def test_slow_weights_captured_at_first_update_not_at_build(mode):
-    # Weights changed after build (e.g. loaded) are what the slow weights start from. Under XLA
-    # the capture happens when the step is traced (before its first run), not per step.
-    import tensorflow as tf
-
+    # Weights changed after build (e.g. loaded) are what the slow weights start from. Under TF's
+    # XLA the capture happens when the step is traced (before its first run), not per step.
     x = keras.Variable(np.zeros(2, np.float32))
     opt = Lookahead(keras.optimizers.SGD(1.0), sync_period=2, slow_step_size=0.5)
     opt.build([x])
     x.assign(np.array([4.0, 8.0], np.float32))
-    step = lambda: opt.apply([ops.ones(2)], [x])  # noqa: E731
-    if mode != "eager":
-        step = tf.function(step, jit_compile=(mode == "xla"))
+    step = make_step(opt, [x], lambda: [ops.ones(2)], mode)
     for _ in range(2):
         step()
-    # φ0 = (4, 8); θ2 = θ0 − 2; φ1 = φ0 + ½(θ2 − φ0) = φ0 − 1
-    np.testing.assert_array_equal(ops.convert_to_numpy(x), [3.0, 7.0])
+    if mode == "jit":
+        # Documented limitation: inside jax.jit the counter is traced, so the slow weights keep
+        # their value from build (0, 0): φ1 = ½ θ2 = ½ (θ0 − 2) = (1, 3).
+        np.testing.assert_array_equal(ops.convert_to_numpy(x), [1.0, 3.0])
+    else:
+        # φ0 = (4, 8); θ2 = θ0 − 2; φ1 = φ0 + ½(θ2 − φ0) = φ0 − 1
+        np.testing.assert_array_equal(ops.convert_to_numpy(x), [3.0, 7.0])
 
 
 # -- config --------------------------------------------------------------------------------
@@ -237,8 +240,12 @@ def _grads(step):
 def _run(opt, steps):
     x = keras.Variable(np.linspace(-1, 1, 12, dtype=np.float32).reshape(4, 3), name="w")
     opt.build([x])
-    for s in range(steps):
-        opt.apply(_grads(s), [x])
+    # On JAX through stateless_apply under jit, as Keras's JAX trainer does (Keras's own
+    # LossScaleOptimizer cannot apply eagerly there).
+    counter = iter(range(steps))
+    step = make_step(opt, [x], lambda: _grads(next(counter)), "jit" if BACKEND == "jax" else "eager")
+    for _ in range(steps):
+        step()
     return {v.name: ops.convert_to_numpy(v) for v in opt.variables}
 
 

@@ -7,7 +7,8 @@ from keras import ops
 
 from keras_lookahead import Lookahead
 from tests import reference
-from tests.conftest import tf_only
+from tests.conftest import MODES
+from tests.steps import make_step
 
 # A quadratic plus a quartic term: L(x) = ½ Σ a (x − c)² + 0.0025 Σ x⁴, so the
 # gradient depends on the current weights non-linearly and every step of the trajectory matters.
@@ -40,17 +41,10 @@ INNERS = {
 
 
 def run_keras(make_inner, k, alpha, inner_state, mode):
-    import tensorflow as tf
-
     x = keras.Variable(THETA0.copy())
     opt = Lookahead(make_inner(), sync_period=k, slow_step_size=alpha, inner_state=inner_state)
     opt.build([x])
-
-    def step():
-        opt.apply([grad_keras(x)], [x])
-
-    if mode != "eager":
-        step = tf.function(step, jit_compile=(mode == "xla"))
+    step = make_step(opt, [x], lambda: [grad_keras(x)], mode)
     fast, slow = [], []
     for _ in range(STEPS):
         step()
@@ -59,8 +53,7 @@ def run_keras(make_inner, k, alpha, inner_state, mode):
     return np.array(fast), np.array(slow), opt
 
 
-@tf_only
-@pytest.mark.parametrize("mode", ["eager", "graph", "xla"])
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("inner_state", ["maintain", "reset", "interpolate"])
 @pytest.mark.parametrize("alpha", [0.5, 0.8, 1.0])
 @pytest.mark.parametrize("k", [1, 3, 5])
@@ -79,23 +72,15 @@ def test_matches_numpy_algorithm_1(inner, k, alpha, inner_state, mode):
     np.testing.assert_allclose(ops.convert_to_numpy(m), history[-1][2]["m"], rtol=2e-5, atol=2e-6)
 
 
-@tf_only
-@pytest.mark.parametrize("mode", ["eager", "graph", "xla"])
+@pytest.mark.parametrize("mode", MODES)
 def test_hand_computed_trajectory(mode):
     # L = ½x², SGD lr 0.5 halves x each step; k=3, α=1/3 from x=1:
     # θ: 1/2, 1/4, 1/8 → φ1 = 1 + (1/8 − 1)/3 = 17/24; then 17/48, 17/96, 17/192 →
     # φ2 = 17/24 + (17/192 − 17/24)/3 = (17/24)².
-    import tensorflow as tf
-
     x = keras.Variable(np.array([1.0], np.float32))
     opt = Lookahead(keras.optimizers.SGD(0.5), sync_period=3, slow_step_size=1 / 3)
     opt.build([x])
-
-    def step():
-        opt.apply([ops.convert_to_tensor(x)], [x])
-
-    if mode != "eager":
-        step = tf.function(step, jit_compile=(mode == "xla"))
+    step = make_step(opt, [x], lambda: [ops.convert_to_tensor(x)], mode)
     got = []
     for _ in range(6):
         step()
@@ -105,20 +90,15 @@ def test_hand_computed_trajectory(mode):
     np.testing.assert_allclose(ops.convert_to_numpy(opt.slow_weight(x)), [(17 / 24) ** 2], rtol=1e-6)
 
 
-@tf_only
-@pytest.mark.parametrize("mode", ["eager", "graph", "xla"])
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("k", [1, 4])
 def test_alpha_one_is_the_inner_optimizer_exactly(mode, k):
     # φ + 1·(θ − φ) = θ: with α = 1 a sync changes nothing, bit for bit.
-    import tensorflow as tf
-
     def run(make_opt):
         x = keras.Variable(THETA0.copy())
         opt = make_opt()
         opt.build([x])
-        step = lambda: opt.apply([grad_keras(x)], [x])  # noqa: E731
-        if mode != "eager":
-            step = tf.function(step, jit_compile=(mode == "xla"))
+        step = make_step(opt, [x], lambda: [grad_keras(x)], mode)
         for _ in range(9):
             step()
         return ops.convert_to_numpy(x)
@@ -128,7 +108,6 @@ def test_alpha_one_is_the_inner_optimizer_exactly(mode, k):
     np.testing.assert_array_equal(wrapped, plain)
 
 
-@tf_only
 def test_k1_syncs_every_step():
     # k = 1, α = 0.5: each step moves the slow weights half-way to the SGD step: x ← x − lr·g/2.
     x = keras.Variable(np.array([2.0], np.float32))

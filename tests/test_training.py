@@ -8,7 +8,8 @@ import keras
 from keras import ops
 
 from keras_lookahead import Lookahead
-from tests.conftest import tf_only
+from tests.conftest import MODES, tf_only
+from tests.steps import make_step
 
 
 def _regression_data(n=256, seed=0):
@@ -144,18 +145,14 @@ def test_first_step_skipped_by_loss_scaler_leaves_slow_weights_right():
         np.testing.assert_array_equal(ops.convert_to_numpy(v), ops.convert_to_numpy(s))
 
 
-@pytest.mark.parametrize("jit", [False, True])
-def test_gradient_accumulation_syncs_after_k_applied_updates(jit):
+@pytest.mark.parametrize("mode", MODES)
+def test_gradient_accumulation_syncs_after_k_applied_updates(mode):
     # gradient_accumulation_steps = 2 and k = 3: the sync happens after 6 micro-steps.
-    import tensorflow as tf
-
     x = keras.Variable(np.array([1.0, -1.0], np.float32))
     inner = keras.optimizers.SGD(0.1, gradient_accumulation_steps=2)
     la = Lookahead(inner, sync_period=3, slow_step_size=0.5)
     la.build([x])
-    step = lambda: la.apply([ops.ones(2)], [x])  # noqa: E731
-    if jit:
-        step = tf.function(step, jit_compile=True)
+    step = make_step(la, [x], lambda: [ops.ones(2)], mode)
     seen = []
     for _ in range(6):
         step()

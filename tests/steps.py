@@ -1,0 +1,39 @@
+"""One optimizer step as a callable, in each execution mode a backend offers.
+
+- eager: `optimizer.apply` called directly (every backend).
+- graph / xla (TensorFlow): the same inside `tf.function`, without or with `jit_compile`.
+- jit (JAX): `optimizer.stateless_apply` inside `jax.jit`, the values written back afterwards,
+  as Keras's JAX trainer does.
+"""
+
+import keras
+
+
+def make_step(opt, variables, grads_fn, mode):
+    """`grads_fn()` computes gradients from the current values of `variables`."""
+    variables = list(variables)
+    if mode == "eager":
+        return lambda: opt.apply(grads_fn(), variables)
+    if mode in ("graph", "xla"):
+        import tensorflow as tf
+
+        return tf.function(lambda: opt.apply(grads_fn(), variables), jit_compile=mode == "xla")
+    if mode == "jit":
+        import jax
+
+        @jax.jit
+        def jitted(opt_values, var_values):
+            with keras.StatelessScope(state_mapping=list(zip(variables, var_values))):
+                grads = grads_fn()
+            return opt.stateless_apply(opt_values, grads, var_values)
+
+        def step():
+            new_vars, new_opt = jitted([v.value for v in opt.variables],
+                                       [v.value for v in variables])
+            for v, value in zip(variables, new_vars):
+                v.assign(value)
+            for v, value in zip(opt.variables, new_opt):
+                v.assign(value)
+
+        return step
+    raise ValueError(f"unknown mode {mode!r}")
