@@ -17,9 +17,12 @@ from tests.conftest import tf_only
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def worker(*args):
+def worker(*args, backend=None):
+    env = dict(os.environ)
+    if backend:
+        env["KERAS_BACKEND"] = backend
     subprocess.run([sys.executable, "-m", "tests._resume_worker", *map(str, args)], cwd=ROOT,
-                   check=True, timeout=300)
+                   check=True, timeout=300, env=env)
 
 
 def assert_same_state(d):
@@ -38,6 +41,28 @@ def test_keras_file_resume_in_a_fresh_process(tmp_path, inner_state, jit):
     worker("keras", tmp_path, inner_state, jit)
     worker("keras2", tmp_path, inner_state, jit)
     assert_same_state(tmp_path)
+
+
+def _installed(module):
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+@tf_only
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+@pytest.mark.parametrize("inner_state", ["maintain", "interpolate"])
+def test_keras_file_saved_on_tensorflow_resumes_on_another_backend(tmp_path, backend, inner_state):
+    if not _installed(backend):
+        pytest.skip(f"{backend} is not installed")
+    worker("full", tmp_path, inner_state, 0)  # the uninterrupted run, on TensorFlow
+    worker("keras", tmp_path, inner_state, 0)
+    worker("keras2", tmp_path, inner_state, 0, backend=backend)
+    full, resumed = np.load(tmp_path / "full.npz"), np.load(tmp_path / "resumed.npz")
+    assert sorted(full.files) == sorted(resumed.files)
+    for name in full.files:
+        # Different kernels for the same math: equal to float32 rounding, not bit for bit.
+        np.testing.assert_allclose(resumed[name], full[name], rtol=1e-5, atol=1e-6, err_msg=name)
 
 
 @tf_only
