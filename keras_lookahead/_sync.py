@@ -179,7 +179,35 @@ def _host_counted_step(la, grads, trainable_variables):
     else:
         after = la._host_micro_steps // every
     if after != before and after % la.sync_period == 0:
-        _sync(la)
+        _sync_torch(la)
+
+
+def _sync_torch(la):
+    """The sync with torch's in-place multi-tensor ops.
+
+    Avoids what the generic `_sync` costs in eager torch: a temporary per variable for
+    φ + α(θ − φ) and a separate copy into each of the two variables.
+    """
+    import torch
+
+    pairs = la._pairs()
+    fast = [f.value for f, _ in pairs]
+    slow = [s.value for _, s in pairs]
+    moments = la._moment_pairs()
+    with torch.no_grad():
+        # lerp(φ, θ, α) = φ + α(θ − φ); at α = 1 torch computes θ − (θ − φ)·0 = θ exactly.
+        torch._foreach_lerp_(slow, fast, la.slow_step_size)
+        torch._foreach_copy_(fast, slow)
+        if not moments:
+            return
+        m = [mv.value for mv, _ in moments]
+        if la.inner_state == "reset":
+            torch._foreach_zero_(m)
+        else:
+            cached = [cv.value for _, cv in moments]
+            # α m + (1 − α) m_prev = lerp(m, m_prev, 1 − α)
+            torch._foreach_lerp_(m, cached, 1.0 - la.slow_step_size)
+            torch._foreach_copy_(cached, m)
 
 
 def _micro_counter(inner):
