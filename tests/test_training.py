@@ -82,7 +82,6 @@ def _train_until(model, counter, target, x, y, max_steps=40):
     return calls
 
 
-@tf_only
 def test_mixed_float16_skipped_step_neither_counts_nor_moves_slow_weights():
     keras.mixed_precision.set_global_policy("mixed_float16")
     x, y = _regression_data(64)
@@ -113,7 +112,6 @@ def test_mixed_float16_skipped_step_neither_counts_nor_moves_slow_weights():
         assert np.all(np.isfinite(ops.convert_to_numpy(s)))
 
 
-@tf_only
 def test_first_step_skipped_by_loss_scaler_leaves_slow_weights_right():
     # TF Addons bug #2351: slow weights set at the first apply call stayed zero when that step was
     # skipped. Expected here: φ1 = θ0 + ½(θ2 − θ0), with θ2 from plain SGD fed the same batches
@@ -200,7 +198,6 @@ def test_sparse_gradients_equal_their_dense_form(mode):
                            .astype("float32")[[1, 3, 7]])
 
 
-@tf_only
 def test_embedding_model_trains():
     rng = np.random.default_rng(0)
     ids = rng.integers(0, 50, size=(512, 6))
