@@ -32,8 +32,8 @@ They differ in how "if" is expressed, because the costs are opposite in the two 
   the device on every step (on a GPU each read stalls the stream). The count of applied updates
   is kept on the host: read once from the inner optimizer after build or load, then advanced by
   rule (every call applies, or every n-th with gradient accumulation). Only an inner optimizer
-  that may skip steps on its own (a LossScaleOptimizer) needs a read after its update; that
-  optimizer has just made the same kind of read for its own skip decision.
+  that may skip steps on its own (a LossScaleOptimizer) needs one read per step, after its
+  update; that optimizer has just made the same kind of read for its own skip decision.
 - JAX: `stateless_apply` under `jax.jit` is XLA, so it takes the select form. Under `jit` the
   counters are traced values, so the capture at the first update only happens when the values are
   concrete (eager `apply`); in a jitted step the slow weights start from their value at build.
@@ -162,24 +162,38 @@ def _select_step(la, grads, trainable_variables):
 
 def _host_counted_step(la, grads, trainable_variables):
     inner = la.inner_optimizer
-    if la._host_micro_steps is None:
-        # After build or load: the one read of the device counter.
-        la._host_micro_steps = int(ops.convert_to_numpy(_micro_counter(inner)))
-    every = inner.gradient_accumulation_steps or 1
     may_skip = _may_skip_steps(inner)
+    if la._host_micro_steps is None:
+        # After build or load: read the device counter once.
+        la._host_micro_steps = int(ops.convert_to_numpy(
+            inner.iterations if may_skip else _micro_counter(inner)))
+    every = 1 if may_skip else (inner.gradient_accumulation_steps or 1)
     before = la._host_micro_steps // every
-    if may_skip:
-        before = int(ops.convert_to_numpy(inner.iterations))
     if before == 0:
         _capture(la)
     inner.apply(grads, trainable_variables)
-    la._host_micro_steps += 1
     if may_skip:
-        after = int(ops.convert_to_numpy(inner.iterations))
+        # The one read per step, right after the wrapper's own read for its skip decision.
+        la._host_micro_steps = int(ops.convert_to_numpy(inner.iterations))
     else:
-        after = la._host_micro_steps // every
+        la._host_micro_steps += 1
+    after = la._host_micro_steps // every
     if after != before and after % la.sync_period == 0:
         _sync_torch(la)
+
+
+def _micro_counter(inner):
+    # Calls of apply, accumulation micro-steps included (`iterations` divides them out).
+    return inner._iterations if inner.gradient_accumulation_steps else inner.iterations
+
+
+def _may_skip_steps(inner):
+    """Whether the inner optimizer may decide on the device to skip an update.
+
+    Any wrapper (LossScaleOptimizer, a nested Lookahead, ...) is treated as such; a plain
+    optimizer applies every call, or every n-th with gradient accumulation.
+    """
+    return hasattr(inner, "inner_optimizer")
 
 
 def _sync_torch(la):

@@ -230,3 +230,38 @@ def test_tensorboard_logs_the_inner_learning_rate(tmp_path):
                     if "learning_rate" in v.tag:
                         values.append(float(tf.make_ndarray(v.tensor)))
     assert values == pytest.approx([0.0375, 0.0375])
+
+
+def test_skip_by_an_inner_loss_scale_optimizer_is_not_counted():
+    # Lookahead(LossScaleOptimizer(SGD)): the inner wrapper unscales by its dynamic scale (2^15,
+    # halved after a non-finite step) and skips non-finite steps. k = 2, α = ½, lr 0.1:
+    #   step 1: g = 2^15 → update 1 → θ = (0.9, −1.1); 1 applied
+    #   step 2: g = (inf, 2^15) → skipped, scale → 2^14; θ unchanged; still 1 applied
+    #   step 3: g = 2^14 → update 1 → θ2 = (0.8, −1.2); 2 applied → sync:
+    #           φ = θ0 + ½(θ2 − θ0) = (0.9, −1.1)
+    from tests.conftest import BACKEND
+
+    x = keras.Variable(np.array([1.0, -1.0], np.float32))
+    inner = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.1))
+    la = Lookahead(inner, sync_period=2, slow_step_size=0.5)
+    la.build([x])
+
+    def apply(g):
+        g = [ops.convert_to_tensor(np.asarray(g, np.float32))]
+        if BACKEND == "jax":  # Keras's LossScaleOptimizer only applies statelessly on JAX
+            new_x, new_opt = la.stateless_apply([v.value for v in la.variables], g, [x.value])
+            x.assign(new_x[0])
+            for v, value in zip(la.variables, new_opt):
+                v.assign(value)
+        else:
+            la.apply(g, [x])
+
+    apply([2.0**15, 2.0**15])
+    np.testing.assert_allclose(ops.convert_to_numpy(x), [0.9, -1.1], rtol=1e-6)
+    apply([np.inf, 2.0**15])
+    np.testing.assert_allclose(ops.convert_to_numpy(x), [0.9, -1.1], rtol=1e-6)
+    assert int(ops.convert_to_numpy(la.iterations)) == 1
+    apply([2.0**14, 2.0**14])
+    assert int(ops.convert_to_numpy(la.iterations)) == 2
+    np.testing.assert_allclose(ops.convert_to_numpy(x), [0.9, -1.1], rtol=1e-6)
+    np.testing.assert_allclose(ops.convert_to_numpy(la.slow_weight(x)), [0.9, -1.1], rtol=1e-6)
