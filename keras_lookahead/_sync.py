@@ -1,6 +1,6 @@
 """One Lookahead step in the form that is fastest for the execution mode it is traced in.
 
-Both forms compute the same thing:
+Every form computes the same thing:
 
     before = inner.iterations
     if before == 0:  slow ← fast                 (capture at the first applied update)
@@ -8,8 +8,8 @@ Both forms compute the same thing:
     if inner applied an update and inner.iterations % k == 0:
         slow ← slow + α (fast − slow);  fast ← slow;  momentum policy
 
-They differ in how "if" is expressed, because the costs are opposite in the two TF modes
-(25M float32 parameters, Adam, k=5, 2-core CPU; see benchmarks/results/overhead.md):
+They differ in how "if" is expressed, because what it costs differs by mode (25M float32
+parameters, Adam, k=5, 2-core CPU; see benchmarks/results/overhead.md):
 
 - Graph mode (`tf.function` without XLA, Keras's default on CPU and under tf.distribute):
   `tf.cond` runs only the taken branch, so a skipped sync costs a predicate. Element-wise selects
@@ -27,7 +27,6 @@ They differ in how "if" is expressed, because the costs are opposite in the two 
   step is traced while the inner optimizer has applied no update yet. Both happen before the
   first applied update; only a change of the weights between tracing and the first applied
   update would be missed.
-
 - PyTorch (eager): Python `if`s, like graph mode, but deciding them must not read a counter from
   the device on every step (on a GPU each read stalls the stream). The count of applied updates
   is kept on the host: read once from the inner optimizer after build or load, then advanced by
@@ -223,16 +222,3 @@ def _sync_torch(la):
             torch._foreach_lerp_(m, cached, 1.0 - la.slow_step_size)
             torch._foreach_copy_(cached, m)
 
-
-def _micro_counter(inner):
-    # Calls of apply, accumulation micro-steps included (`iterations` divides them out).
-    return inner._iterations if inner.gradient_accumulation_steps else inner.iterations
-
-
-def _may_skip_steps(inner):
-    """Whether the inner optimizer may decide on the device to skip an update.
-
-    Any wrapper (LossScaleOptimizer, a nested Lookahead, ...) is treated as such; a plain
-    optimizer applies every call, or every n-th with gradient accumulation.
-    """
-    return hasattr(inner, "inner_optimizer")
