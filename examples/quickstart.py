@@ -121,10 +121,11 @@ class StepTimer(keras.callbacks.Callback):
 def use_slow_weights(model):
     """Copies Lookahead's slow weights into the model (the weights the paper evaluates)."""
     opt = model.optimizer
+    if isinstance(opt, keras.optimizers.LossScaleOptimizer):  # as Keras wraps under mixed_float16
+        opt = opt.inner_optimizer
     if isinstance(opt, Lookahead):
-        for v, slow in zip(opt._trainable_variables, opt.slow_weights):
-            if slow is not None:
-                v.assign(slow)
+        for v in model.trainable_variables:
+            v.assign(opt.slow_weight(v))
 
 
 def run(name, make_optimizer, train, test, classes, seed, args):
