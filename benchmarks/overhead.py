@@ -455,8 +455,7 @@ def main(argv=None):
         with tempfile.TemporaryDirectory() as tmp:
             out = os.path.join(tmp, "worker.json")
             cmd = [sys.executable, os.path.abspath(__file__), "--worker", backend,
-                   "--worker-out", out] + [a for a in (argv or sys.argv[1:])
-                                            if a != "--from-json"]
+                   "--worker-out", out] + list(argv or sys.argv[1:])
             subprocess.run(cmd, check=True, env={**os.environ, "KERAS_BACKEND": backend})
             with open(out) as f:
                 part = json.load(f)

@@ -45,7 +45,10 @@ def _find_root(path):
     if os.path.isfile(path) and path.endswith((".tar.gz", ".tgz", ".tar")):
         tmp = tempfile.mkdtemp(prefix="quickstart_data_")
         with tarfile.open(path) as tar:
-            tar.extractall(tmp, filter="data")
+            try:
+                tar.extractall(tmp, filter="data")  # refuses links and paths outside tmp
+            except TypeError:  # Python < 3.10.12 has no extraction filters
+                tar.extractall(tmp)
         path = tmp
     if not os.path.isdir(path):
         raise SystemExit(f"--data-dir: {path!r} is neither a folder nor a .tar.gz of folders")

@@ -295,7 +295,7 @@ class Lookahead(keras.optimizers.Optimizer):
         if self._inner_state == policies.MAINTAIN:
             return []
         moments = policies.first_moments(self._inner)
-        n = len(self._trainable_variables) or len(self._slow_weights)
+        n = len(self._slow_weights)  # one per variable; set in build before this is called
         if len(moments) != n or all(m is None for m in moments):
             raise ValueError(
                 f"Lookahead: inner_state={self._inner_state!r} needs one first-moment slot per "

@@ -225,11 +225,6 @@ WITHOUT_MOMENTUM = {
     "Adafactor": lambda: keras.optimizers.Adafactor(0.1),
 }
 
-# Where each class keeps its first moment, read off the Keras source independently of the
-# package's registry: the variable names Keras gives the slots.
-FIRST_MOMENT_NAME = {"Adamax": "momentum"}
-
-
 def _grads(step):
     # Fixed gradients (not weight-dependent): second moments evolve the same with or without
     # Lookahead, so they can be compared with the inner optimizer run alone.
@@ -272,10 +267,11 @@ def test_reset_zeroes_first_moments_and_keeps_second_moments(name):
 
 @pytest.mark.parametrize("name", sorted(WITH_MOMENTUM))
 def test_interpolate_mixes_with_the_momentum_cached_at_the_previous_sync(name):
-    # Two syncs (k = 2, four steps). With m_a the momentum just before the first sync:
-    # after sync 1: m1 = α m_a (cached = 0); after sync 2: m2 = α m_b + (1 − α) m1, where m_b is
-    # the momentum just before sync 2. m_a and m_b come from 'maintain' runs that stop there;
-    # the cached variable equals the momentum right after the last sync.
+    # The first sync exactly: with m_a the momentum just before it (from a 'maintain' run that
+    # stops there) and m_prev = 0, m1 = α m_a, and the cached copy equals m1. After a second sync
+    # the cached copy still equals the momentum and the momentum has moved on from m1. (The
+    # second sync's value, α m_b + (1 − α) m1, is checked against the numpy reference of
+    # Algorithm 1 in test_reference.py.)
     alpha, k = 0.5, 2
     la = lambda policy: Lookahead(WITH_MOMENTUM[name](), sync_period=k,  # noqa: E731
                                   slow_step_size=alpha, inner_state=policy)
@@ -287,8 +283,6 @@ def test_interpolate_mixes_with_the_momentum_cached_at_the_previous_sync(name):
         m1 = alpha * first_sync[n]
         np.testing.assert_allclose(interp[n + "_cached"], interp[n], rtol=0, atol=0)
         assert not np.allclose(interp[n], m1)
-    # The second-sync value needs m_b from a run whose first sync interpolated: check the rule
-    # on the first sync exactly, where m_prev = 0.
     one = _run(la("interpolate"), k)
     for n in momenta:
         np.testing.assert_allclose(one[n], alpha * first_sync[n], rtol=1e-6, atol=1e-7)
