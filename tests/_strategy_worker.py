@@ -18,28 +18,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-import keras  # noqa: E402
 
-from keras_lookahead import Lookahead  # noqa: E402
+from tests._strategy_model import GLOBAL_BATCH as BATCH, X, Y, model_and_optimizer  # noqa: E402
 
 DEVICES, SCENARIO = int(sys.argv[1]), sys.argv[2]
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(
     cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(DEVICES)])
 
-BATCH, K = 16, 3  # global batch 16; 64 samples: 4 steps per epoch, so epochs end between syncs
-rng = np.random.default_rng(0)
-X = rng.normal(size=(64, 4)).astype("float32")
-Y = np.sin(X.sum(axis=1, keepdims=True)).astype("float32")
-
 
 def make_model():
-    keras.utils.set_random_seed(1)
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="tanh"),
-                              keras.layers.Dense(1)])
-    opt = keras.optimizers.SGD(0.1, momentum=0.9)
-    if os.environ.get("PLAIN") != "1":
-        opt = Lookahead(opt, sync_period=K, inner_state="interpolate")
+    model, opt = model_and_optimizer()
     model.compile(optimizer=opt, loss="mse",
                   steps_per_execution=2 if SCENARIO == "fit_spe" else 1)
     return model
