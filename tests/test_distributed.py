@@ -1,4 +1,4 @@
-"""Lookahead under tf.distribute.MirroredStrategy on logical CPU devices.
+"""Lookahead under tf.distribute.MirroredStrategy on logical CPU devices, with and without XLA.
 
 Each scenario runs in its own process (tests/_strategy_worker.py): MirroredStrategy instances in
 one process collide on collective instance keys.
@@ -16,10 +16,10 @@ from tests.conftest import tf_only
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _run(devices, scenario, plain=False):
+def _run(devices, scenario, strategy="mirrored", plain=False):
     env = dict(os.environ, KERAS_BACKEND="tensorflow", PLAIN="1" if plain else "0")
-    out = subprocess.run([sys.executable, "-m", "tests._strategy_worker", str(devices), scenario],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    argv = [sys.executable, "-m", "tests._strategy_worker", str(devices), scenario, strategy]
+    out = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
     assert out.returncode == 0 and lines, out.stderr[-3000:]
     return json.loads(lines[-1])
@@ -27,14 +27,40 @@ def _run(devices, scenario, plain=False):
 
 @tf_only
 @pytest.mark.parametrize("devices", [2, 4])
-@pytest.mark.parametrize("scenario", ["fit_numpy", "fit_dataset", "custom_loop"])
+@pytest.mark.parametrize("scenario", ["fit_numpy", "fit_dataset", "loop", "loop_xla_grads"])
 def test_mirrored_equals_one_device_with_the_same_global_batch(devices, scenario):
-    result = _run(devices, scenario)
+    # loop_xla_grads: the gradients jit-compiled per replica, the optimizer applied outside XLA
+    _assert_equals_one_device(_run(devices, scenario), devices)
+
+
+def _assert_equals_one_device(result, replicas):
     assert "error" not in result, result
-    assert result["replicas"] == devices
+    assert result["replicas"] == replicas
     assert result["iterations"] == 12  # 3 epochs × 4 steps; syncs after 3, 6, 9, 12
     assert result["max_rel_diff"] < 1e-5
     assert result["replicas_equal"]  # every replica holds the same slow weights
+
+
+@tf_only
+@pytest.mark.parametrize("strategy", ["onedevice", "mirrored"])
+@pytest.mark.parametrize("scenario", ["fit_xla", "loop_xla_step"])
+def test_xla_step_with_the_optimizer_under_a_one_device_strategy(strategy, scenario):
+    # fit(jit_compile=True), or strategy.run of a jit-compiled step that applies Lookahead:
+    # compiles and equals the run without a strategy
+    _assert_equals_one_device(_run(1, scenario, strategy), 1)
+
+
+@tf_only
+@pytest.mark.parametrize("scenario", ["fit_xla", "loop_xla_step"])
+def test_xla_step_with_the_optimizer_over_two_devices_fails_for_the_inner_alone_too(scenario):
+    # TF 2.21 / Keras 3.15 on logical CPUs: an XLA cluster that updates mirrored variables reads
+    # a replica's variable from another device, for plain SGD as well (XLA known issue
+    # "tf.Variable on a different device"). Not Lookahead's: if TF fixes it, this test says so.
+    plain = _run(2, scenario, plain=True)
+    wrapped = _run(2, scenario)
+    assert "error" in plain, "TF now supports it for SGD: test Lookahead there too"
+    assert "Trying to access resource" in plain["message"]
+    assert (wrapped.get("error"), wrapped.get("message")) == (plain["error"], plain["message"])
 
 
 @tf_only
@@ -44,4 +70,4 @@ def test_steps_per_execution_under_mirrored_fails_for_the_inner_optimizer_alone_
     plain = _run(2, "fit_spe", plain=True)
     wrapped = _run(2, "fit_spe")
     assert "error" in plain, "Keras now supports it for SGD: test Lookahead there too"
-    assert wrapped.get("error") == plain["error"]
+    assert (wrapped.get("error"), wrapped.get("message")) == (plain["error"], plain["message"])
