@@ -1,0 +1,34 @@
+"""Lookahead under JAX's keras.distribution API on 2 host devices (tests/_jax_distribution_worker.py)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import BACKEND
+
+pytestmark = pytest.mark.skipif(BACKEND != "jax", reason="keras.distribution runs on JAX")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(kind):
+    argv = [sys.executable, "-m", "tests._jax_distribution_worker", kind]
+    out = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    assert out.returncode == 0 and lines, out.stderr[-3000:]
+    return json.loads(lines[-1])
+
+
+@pytest.mark.parametrize("kind", ["data", "model"])
+def test_distributed_training_equals_one_device_and_slow_weights_are_placed_like_variables(kind):
+    result = _run(kind)
+    assert result["devices"] == 2 and result["iterations"] == 12
+    assert result["max_rel_diff"] < 1e-5
+    for p in result["placement"]:
+        assert p["devices"] == 2, p
+        assert p["slow_same"] and p["cached_same"] and p["slow_spec"] == p["spec"], p
+    kernels = [p["spec"] for p in result["placement"] if p["variable"].endswith("kernel")]
+    # DataParallel replicates the variables; ModelParallel splits the kernels as mapped
+    assert kernels == (["P(None, None)"] * 2 if kind == "data" else ["P('model', None)"] * 2)
