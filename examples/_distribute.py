@@ -1,0 +1,131 @@
+"""`--strategy` for the examples: one place that builds a tf.distribute strategy or a Keras JAX
+distribution from the command line.
+
+    --strategy default         no distribution: one device (TensorFlow's default strategy)
+    --strategy mirrored        every local GPU (tf.distribute.MirroredStrategy); on a machine
+                               without GPUs, --cpu-replicas N splits the CPU into N devices
+    --strategy multiworker     one worker of a cluster described by TF_CONFIG
+                               (tf.distribute.MultiWorkerMirroredStrategy)
+    --strategy tpu             a Cloud TPU (TPUClusterResolver; --tpu names it, empty for a TPU VM)
+    --strategy data-parallel   JAX: keras.distribution.DataParallel over every device
+    --strategy model-parallel  JAX: keras.distribution.ModelParallel, a (batch, model) mesh; the
+                               layouts come from the example's layout map
+
+What differs between them for Lookahead: nothing in the optimizer. The strategy decides where
+the slow weights live (beside their variables, replicated or sharded like them), and every
+replica syncs on the same step because the step counter is a replicated variable.
+"""
+
+import os
+
+TF_STRATEGIES = ("default", "mirrored", "multiworker", "tpu")
+JAX_STRATEGIES = ("data-parallel", "model-parallel")
+
+
+def add_arguments(parser):
+    parser.add_argument("--strategy", default="default", choices=TF_STRATEGIES + JAX_STRATEGIES,
+                        help="how to distribute training (default: one device)")
+    parser.add_argument("--cpu-replicas", type=int, default=0, metavar="N",
+                        help="with --strategy mirrored on a machine without GPUs: split the CPU "
+                             "into N logical devices (to try it out)")
+    parser.add_argument("--tpu", default="",
+                        help="with --strategy tpu: the TPU's name or grpc:// address "
+                             "(empty: the TPU of this TPU VM)")
+    parser.add_argument("--jit-compile", action="store_true",
+                        help="compile the train step with XLA (on by default on a TPU)")
+
+
+class Distribution:
+    """What an example needs from the chosen strategy, on either backend.
+
+    `scope()` is where the model and optimizer are built; `replicas` is the number of model
+    replicas a global batch is split over; `tf_strategy` is the tf.distribute strategy (None on
+    JAX); `is_chief` says whether this process writes results.
+    """
+
+    def __init__(self, name, tf_strategy=None, jax_distribution=None, replicas=1, is_chief=True):
+        self.name = name
+        self.tf_strategy = tf_strategy
+        self.jax_distribution = jax_distribution
+        self.replicas = replicas
+        self.is_chief = is_chief
+
+    def scope(self):
+        if self.tf_strategy is not None:
+            return self.tf_strategy.scope()
+        if self.jax_distribution is not None:
+            return self.jax_distribution.scope()
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
+def make(args, layout_map=None):
+    """The Distribution that `args.strategy` asks for; call it before any other TF/JAX work.
+
+    `layout_map(mesh)` returns a keras.distribution.LayoutMap for --strategy model-parallel.
+    """
+    import keras
+
+    backend = keras.backend.backend()
+    name = args.strategy
+    if name in JAX_STRATEGIES and backend != "jax":
+        raise SystemExit(f"--strategy {name} is JAX's keras.distribution: run with "
+                         f"KERAS_BACKEND=jax (the backend now is {backend!r})")
+    if name in TF_STRATEGIES[1:] and backend != "tensorflow":
+        raise SystemExit(f"--strategy {name} is a tf.distribute strategy: run with "
+                         f"KERAS_BACKEND=tensorflow (the backend now is {backend!r}), or use "
+                         f"--strategy data-parallel / model-parallel on JAX")
+    if args.cpu_replicas and name != "mirrored":
+        raise SystemExit(f"--cpu-replicas {args.cpu_replicas}: only with --strategy mirrored")
+    if args.cpu_replicas < 0:
+        raise SystemExit(f"--cpu-replicas {args.cpu_replicas}: must be 0 or more")
+
+    if name in JAX_STRATEGIES:
+        import jax
+
+        devices = jax.devices()
+        if name == "data-parallel":
+            dist = keras.distribution.DataParallel(devices=devices)
+        else:
+            if layout_map is None:
+                raise SystemExit("--strategy model-parallel: this example has no layout map")
+            mesh = keras.distribution.DeviceMesh((1, len(devices)), ["batch", "model"], devices)
+            dist = keras.distribution.ModelParallel(layout_map=layout_map(mesh),
+                                                    batch_dim_name="batch")
+        keras.distribution.set_distribution(dist)
+        # model-parallel: one data replica (the mesh's batch axis has size 1)
+        replicas = len(devices) if name == "data-parallel" else 1
+        return Distribution(name, jax_distribution=dist, replicas=replicas)
+
+    import tensorflow as tf
+
+    if name == "default":
+        return Distribution(name, tf_strategy=tf.distribute.get_strategy())
+    if name == "mirrored":
+        devices = None
+        if not tf.config.list_physical_devices("GPU") and args.cpu_replicas:
+            cpu = tf.config.list_physical_devices("CPU")[0]
+            tf.config.set_logical_device_configuration(
+                cpu, [tf.config.LogicalDeviceConfiguration()] * args.cpu_replicas)
+            devices = [f"/cpu:{i}" for i in range(args.cpu_replicas)]
+        strategy = tf.distribute.MirroredStrategy(devices)
+        return Distribution(name, tf_strategy=strategy, replicas=strategy.num_replicas_in_sync)
+    if name == "multiworker":
+        if "TF_CONFIG" not in os.environ:
+            raise SystemExit("--strategy multiworker: set TF_CONFIG to describe the cluster "
+                             "(see examples/distributed.py --local-workers)")
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        resolver = strategy.cluster_resolver
+        chief = resolver.task_type in ("chief", None) or (
+            resolver.task_type == "worker" and resolver.task_id == 0
+            and "chief" not in resolver.cluster_spec().as_dict())
+        return Distribution(name, tf_strategy=strategy,
+                            replicas=strategy.num_replicas_in_sync, is_chief=chief)
+    # tpu
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=args.tpu)
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+    strategy = tf.distribute.TPUStrategy(resolver)
+    args.jit_compile = True  # TPUs only run compiled programs
+    return Distribution(name, tf_strategy=strategy, replicas=strategy.num_replicas_in_sync)
