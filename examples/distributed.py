@@ -41,7 +41,6 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _distribute  # noqa: E402
 
