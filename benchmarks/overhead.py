@@ -21,6 +21,7 @@ Writes benchmarks/results/overhead.md, overhead.json and overhead.png.
 """
 
 import argparse
+import functools
 import importlib.util
 import json
 import os
@@ -56,6 +57,13 @@ def parameter_shapes(total):
 
 
 def random_arrays(shapes, seed, scale=1.0):
+    """Random float32 arrays of `shapes`, made once per (shapes, seed, scale) and then shared
+    (drawing 64M normals takes seconds; the timings do not depend on the values)."""
+    return _random_arrays(tuple(tuple(s) for s in shapes), seed, scale)
+
+
+@functools.lru_cache(maxsize=8)
+def _random_arrays(shapes, seed, scale):
     rng = np.random.default_rng(seed)
     return [(scale * rng.normal(size=s)).astype("float32") for s in shapes]
 
@@ -166,7 +174,7 @@ def torch_modes(shapes):
     return {"eager": (optimizer_step, sync_step)}
 
 
-def optax_rows(shapes, args):
+def optax_rows(shapes, args, ks=(5, 10)):
     """optax.lookahead(adam) vs optax.adam, jitted with donation, in the JAX process."""
     import jax
     import optax
@@ -193,7 +201,7 @@ def optax_rows(shapes, args):
         return run
 
     base = stepper(optax.adam(1e-3), False)
-    for k in (5, 10):
+    for k in ks:
         la = stepper(optax.lookahead(optax.adam(1e-3), sync_period=k, slow_step_size=ALPHA), True)
         r = h.compare(base, la, calls=args.calls, rounds=args.rounds)
         r.update(backend="jax", mode="jit", inner="optax.adam", k=k, implementation="optax",

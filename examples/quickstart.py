@@ -15,8 +15,7 @@ callback leaves them in the model at the end of `fit`.
 
 import argparse
 import os
-import tarfile
-import tempfile
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -25,6 +24,9 @@ import numpy as np  # noqa: E402
 import keras  # noqa: E402
 
 from keras_lookahead import Lookahead, SwapSlowWeights  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _data import local_folder  # noqa: E402
 
 
 def load_digits(seed=0):
@@ -41,16 +43,7 @@ def load_digits(seed=0):
 
 def _find_root(path):
     """The folder holding class sub-folders (or train/ and test/), extracting a tarball first."""
-    if os.path.isfile(path) and path.endswith((".tar.gz", ".tgz", ".tar")):
-        tmp = tempfile.mkdtemp(prefix="quickstart_data_")
-        with tarfile.open(path) as tar:
-            try:
-                tar.extractall(tmp, filter="data")  # refuses links and paths outside tmp
-            except TypeError:  # Python < 3.10.12 has no extraction filters
-                tar.extractall(tmp)
-        path = tmp
-    if not os.path.isdir(path):
-        raise SystemExit(f"--data-dir: {path!r} is neither a folder nor a .tar.gz of folders")
+    path = local_folder(path)
     # Descend through single-folder wrappers such as cifar10/.
     while True:
         entries = [e for e in os.listdir(path) if os.path.isdir(os.path.join(path, e))]

@@ -1,0 +1,565 @@
+"""The performance suite: what Lookahead costs, against its inner optimizer and against peers.
+
+One command, each Keras backend in its own process (the backend is fixed at import), every
+comparison timed side by side in that process (benchmarks/_harness.compare: alternating call by
+call after warm-up, median of per-round ratios):
+
+- scaling: the optimizer step alone, Lookahead(inner) / inner, for 1M, 4M, 16M and 64M float32
+  parameters, k in {1, 2, 5, 10, 20}, inner Adam and SGD(momentum=0.9), in every execution mode
+  (TensorFlow XLA and graph, JAX jit, PyTorch eager), with the measured limit beside it: the
+  sync alone (slow <- slow + alpha(fast - slow); fast <- slow), timed in the same mode, / k;
+- peers at every size, k=5: optax.lookahead(adam) / optax.adam (JAX) and pytorch-optimizer's
+  Lookahead(Adam) / torch.optim.Adam (PyTorch), each against its own framework's inner optimizer;
+- memory: bytes of optimizer state (optimizer.variables) per inner_state mode, and the peak
+  resident memory of a process that builds and steps the optimizer on 16M parameters;
+- whole training step: model.fit of a ResNet-style CNN and of a small Transformer encoder.
+
+Writes benchmarks/results/performance.md, performance.json (every raw number) and
+performance_scaling.png. On a machine with a GPU, every backend is measured again with the GPU
+visible (the "device" column); here only the CPU is.
+
+    python benchmarks/performance.py                  # everything, under 20 minutes on 2 cores
+    python benchmarks/performance.py --quick          # a smoke run of every part (~2 minutes)
+    python benchmarks/performance.py --backends jax   # one backend
+    python benchmarks/performance.py --from-json      # rewrite .md/.png from performance.json
+"""
+
+import argparse
+import importlib.util
+from importlib import metadata
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+from benchmarks import _harness as h  # noqa: E402
+from benchmarks import overhead as ov  # noqa: E402
+
+RESULTS = os.path.join(HERE, "results")
+BACKENDS = ("tensorflow", "jax", "torch")
+SIZES = (1_000_000, 4_000_000, 16_000_000, 64_000_000)
+KS = (1, 2, 5, 10, 20)
+PEER_K = 5
+TARGET_OPTIMIZER = ov.TARGET_OPTIMIZER  # Lookahead(Adam)/Adam at k=5, compiled paths
+TARGET_FIT = ov.TARGET_FIT
+COMPILED = {("tensorflow", "XLA"), ("tensorflow", "graph"), ("jax", "jit")}
+MEMORY_PARAMS = 16_000_000
+INNER_STATES = ("maintain", "reset", "interpolate")
+
+
+def calls_for(size, args):
+    """Calls per round: about the same time per comparison at every size."""
+    return max(2, int(args.calls * 4_000_000 / size))
+
+
+# -- scaling and peers ---------------------------------------------------------------------------
+
+def scaling_rows(backend, args):
+    import keras_lookahead
+
+    modes_of = {"tensorflow": ov.tf_modes, "jax": ov.jax_modes, "torch": ov.torch_modes}[backend]
+    rows = []
+    for size in args.sizes:
+        shapes = ov.parameter_shapes(size)
+        calls = calls_for(size, args)
+        for mode, (optimizer_step, sync_step) in modes_of(shapes).items():
+            for inner_name, make_inner in ov.keras_inners().items():
+                if inner_name not in args.inners:
+                    continue
+                base = optimizer_step(make_inner)
+                sync = h.compare(base, sync_step(), calls=calls, rounds=args.rounds)
+                for k in args.ks:
+                    la = optimizer_step(lambda: keras_lookahead.Lookahead(
+                        make_inner(), sync_period=k, slow_step_size=ov.ALPHA))
+                    r = h.compare(base, la, calls=calls, rounds=args.rounds)
+                    r.update(backend=backend, mode=mode, inner=inner_name, k=k, params=size,
+                             implementation="keras_lookahead", sync_over_inner=sync["ratio"],
+                             limit=1 + sync["ratio"] / k)
+                    rows.append(r)
+                    h.progress(f"  {backend:10s} {mode:5s} {size / 1e6:3g}M {inner_name:18s} "
+                               f"k={k:2d}: {r['ratio']:.3f} (limit {r['limit']:.3f})")
+                    del la
+                del base
+        rows += peer_rows(backend, shapes, size, calls, args)
+    return rows
+
+
+def peer_rows(backend, shapes, size, calls, args):
+    if backend == "jax" and importlib.util.find_spec("optax"):
+        rows = ov.optax_rows(shapes, argparse.Namespace(calls=calls, rounds=args.rounds),
+                             ks=(PEER_K,))
+    elif backend == "torch" and importlib.util.find_spec("pytorch_optimizer"):
+        rows = [torch_peer_row(shapes, calls, args)]
+    else:
+        return []
+    for r in rows:
+        r["params"] = size
+    return rows
+
+
+def torch_peer_row(shapes, calls, args):
+    """pytorch-optimizer's Lookahead(Adam) against torch.optim.Adam, eager, fixed gradients."""
+    import pytorch_optimizer
+    import torch
+
+    def stepper(wrap):
+        params = [torch.nn.Parameter(torch.as_tensor(a).clone())
+                  for a in ov.random_arrays(shapes, 0, 0.01)]
+        for p, g in zip(params, ov.random_arrays(shapes, 1)):
+            p.grad = torch.as_tensor(g)
+        opt = torch.optim.Adam(params, lr=1e-3)
+        if wrap:
+            opt = pytorch_optimizer.Lookahead(opt, k=PEER_K, alpha=ov.ALPHA)
+        return opt.step
+
+    r = h.compare(stepper(False), stepper(True), calls=calls, rounds=args.rounds)
+    r.update(backend="torch", mode="eager", inner="torch.optim.Adam", k=PEER_K,
+             implementation=f"pytorch-optimizer {metadata.version('pytorch-optimizer')}",
+             limit=None)
+    h.progress(f"  torch      eager pytorch_optimizer.Lookahead(Adam) k={PEER_K}: "
+               f"{r['ratio']:.3f}")
+    return r
+
+
+# -- whole training steps ------------------------------------------------------------------------
+
+def transformer_encoder(seed=0, vocab=2000, length=64, width=128, heads=4, blocks=2):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    class AddPositions(keras.layers.Layer):
+        def build(self, shape):
+            self.table = self.add_weight((shape[1], shape[2]), initializer="normal")
+
+        def call(self, x):
+            return x + self.table[None]
+
+    tokens = keras.Input((length,), dtype="int32")
+    x = AddPositions()(keras.layers.Embedding(vocab, width)(tokens))
+    for _ in range(blocks):
+        a = keras.layers.MultiHeadAttention(heads, width // heads)(x, x)
+        x = keras.layers.LayerNormalization()(x + a)
+        f = keras.layers.Dense(4 * width, activation="gelu")(x)
+        x = keras.layers.LayerNormalization()(x + keras.layers.Dense(width)(f))
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    return keras.Model(tokens, keras.layers.Dense(2)(x))
+
+
+def fit_rows(backend, args):
+    import keras
+
+    from keras_lookahead import Lookahead
+
+    rng = np.random.default_rng(0)
+    batch, steps = 64, args.fit_steps
+    data = {
+        "ResNet-style CNN": (ov.resnet_cnn,
+                             rng.normal(size=(steps * batch, 32, 32, 3)).astype("float32")),
+        "Transformer encoder": (transformer_encoder,
+                                rng.integers(0, 2000, size=(steps * batch, 64)).astype("int32")),
+    }
+    y = rng.integers(0, 2, size=(steps * batch,))
+    jit = backend != "torch"  # on torch jit_compile means torch.compile; the eager step is meant
+    rows = []
+    for name, (build, x) in data.items():
+        def fitter(opt):
+            model = build()
+            model.compile(optimizer=opt, jit_compile=jit,
+                          loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+            return (lambda: model.fit(x, y, batch_size=batch, epochs=1, shuffle=False,
+                                      verbose=0)), model
+
+        base, model = fitter(keras.optimizers.Adam(1e-3))
+        la, _ = fitter(Lookahead(keras.optimizers.Adam(1e-3), sync_period=5))
+        r = h.compare(base, la, calls=2, rounds=args.fit_rounds, warmup=2)
+        r.update(backend=backend, model=name, jit_compile=jit, steps_per_call=steps, batch=batch,
+                 params=int(sum(np.prod(v.shape) for v in model.trainable_variables)))
+        rows.append(r)
+        h.progress(f"  {backend:10s} fit step, {name} ({r['params']:,} params): "
+                   f"{r['ratio']:.3f}")
+    return rows
+
+
+# -- memory ---------------------------------------------------------------------------------------
+
+def state_rows():
+    """Bytes of optimizer.variables, inner alone and per inner_state mode (backend-neutral)."""
+    import keras
+
+    from keras_lookahead import Lookahead
+
+    shapes = ov.parameter_shapes(4_000_000)
+    params = sum(int(np.prod(s)) for s in shapes)
+
+    def state_bytes(opt):
+        opt.build([keras.Variable(np.zeros(s, "float32")) for s in shapes])
+        return sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in opt.variables)
+
+    rows = []
+    for inner_name, make in ov.keras_inners().items():
+        alone = state_bytes(make())
+        for mode in INNER_STATES:
+            extra = state_bytes(Lookahead(make(), inner_state=mode)) - alone
+            rows.append({"inner": inner_name, "inner_state": mode, "params": params,
+                         "inner_bytes": alone, "extra_bytes": extra,
+                         "extra_in_params": extra / (4 * params)})
+    return rows
+
+
+def _reset_peak_rss():
+    """Linux: start a new peak-RSS measurement (writing 5 to clear_refs resets VmHWM)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_bytes():
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+
+
+def peak_memory_worker(backend, config, params):
+    """In a fresh process: build `params` parameters and Adam (or Lookahead(Adam) with the
+    inner_state `config`), take 3 steps, and report the peak resident memory of that part
+    (the imports' peak excluded where Linux lets the peak be reset)."""
+    import keras
+
+    from keras_lookahead import Lookahead
+
+    shapes = ov.parameter_shapes(params)
+    keras.ops.add(keras.ops.ones((2,)), 1.0)  # the backend's runtime up before the measurement
+    _reset_peak_rss()
+    variables = [keras.Variable(np.full(s, 0.01, "float32")) for s in shapes]
+    grads = [keras.ops.convert_to_tensor(np.ones(s, "float32")) for s in shapes]
+    opt = keras.optimizers.Adam(1e-3)
+    if config != "inner alone":
+        opt = Lookahead(opt, sync_period=2, inner_state=config)
+    opt.build(variables)
+    for _ in range(3):  # eager steps: the same on every backend, syncs included
+        opt.apply(grads, variables)
+    return _peak_rss_bytes()
+
+
+def peak_memory_rows(backend, args):
+    rows = []
+    for config in ("inner alone",) + INNER_STATES:
+        cmd = [sys.executable, os.path.abspath(__file__), "--peak-memory", config,
+               "--memory-params", str(args.memory_params)]
+        env = {**os.environ, "KERAS_BACKEND": backend}
+        out = subprocess.run(cmd, check=True, env=env, capture_output=True, text=True).stdout
+        rows.append({"backend": backend, "config": config, "params": args.memory_params,
+                     "peak_bytes": int(out.strip().splitlines()[-1])})
+    base = rows[0]["peak_bytes"]
+    for r in rows:
+        r["extra_in_params"] = (r["peak_bytes"] - base) / (4 * args.memory_params)
+    h.progress(f"  {backend:10s} peak memory over Adam alone, in parameter copies: " + ", ".join(
+        f"{r['config']} {r['extra_in_params']:+.2f}" for r in rows[1:]))
+    return rows
+
+
+# -- one backend's process -------------------------------------------------------------------------
+
+def worker(backend, args):
+    import keras
+
+    assert keras.backend.backend() == backend, (keras.backend.backend(), backend)
+    h.progress(f"[{backend}, {args.device}] optimizer step at {len(args.sizes)} sizes")
+    payload = {"optimizer": scaling_rows(backend, args), "machine": h.machine()}
+    h.progress(f"[{backend}, {args.device}] whole fit steps")
+    payload["fit"] = fit_rows(backend, args)
+    h.progress(f"[{backend}, {args.device}] memory")
+    payload["peak_memory"] = peak_memory_rows(backend, args)
+    if backend == "tensorflow":
+        payload["state"] = state_rows()
+    for part in ("optimizer", "fit", "peak_memory"):
+        for r in payload[part]:
+            r["device"] = args.device
+    h.write_json(args.worker_out, payload)
+
+
+def gpu_present():
+    if shutil.which("nvidia-smi") is None:
+        return False
+    out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True)
+    return out.returncode == 0 and "GPU" in out.stdout
+
+
+# -- report ------------------------------------------------------------------------------------------
+
+def plot_scaling(rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ours = [r for r in rows if r["implementation"] == "keras_lookahead"]
+    paths = sorted({(r["device"], r["backend"], r["mode"]) for r in ours})
+    inners = sorted({r["inner"] for r in ours})
+    fig, axes = plt.subplots(len(inners), len(paths), squeeze=False, sharex=True,
+                             figsize=(3.2 * len(paths), 2.9 * len(inners)))
+    colors = plt.get_cmap("viridis")(np.linspace(0, 0.9, len(KS)))
+    for i, inner in enumerate(inners):
+        for j, (device, backend, mode) in enumerate(paths):
+            ax = axes[i][j]
+            for k, color in zip(KS, colors):
+                pts = sorted((r["params"], r["ratio"], r["limit"]) for r in ours
+                             if (r["device"], r["backend"], r["mode"], r["inner"], r["k"])
+                             == (device, backend, mode, inner, k))
+                if not pts:
+                    continue
+                xs = [p[0] for p in pts]
+                ax.plot(xs, [p[1] for p in pts], "o-", color=color, ms=3, label=f"k={k}")
+                ax.plot(xs, [p[2] for p in pts], ":", color=color, lw=1)
+            peers = sorted((r["params"], r["ratio"]) for r in rows
+                           if r["implementation"] != "keras_lookahead" and r["device"] == device
+                           and r["backend"] == backend and inner == "Adam")
+            if peers:
+                ax.plot([p[0] for p in peers], [p[1] for p in peers], "s--", color="#e45756",
+                        ms=3, label=f"peer, k={PEER_K}")
+            ax.set_xscale("log")
+            ax.axhline(1, color="#999999", lw=0.5)
+            ax.set_ylim(0.9, 2.2)
+            ax.set_title(f"{backend} {mode} ({device}), {inner.split('(')[0]}", fontsize=8)
+            if i == len(inners) - 1:
+                ax.set_xlabel("parameters")
+            if j == 0:
+                ax.set_ylabel("Lookahead / inner")
+            ax.tick_params(labelsize=7)
+    axes[0][0].legend(fontsize=6, loc="upper right")
+    fig.suptitle("Optimizer step time ratio vs size; dotted: the limit 1 + (sync alone)/k; "
+                 "peers above 2.2 are off the scale (see the table)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def fmt_ratio(r):
+    return f"{r['ratio']:.3f} ({r['ratio_min']:.2f}–{r['ratio_max']:.2f})"
+
+
+def write_markdown(path, payload):
+    args, rows = payload["args"], payload["optimizer"]
+    info = payload["machines"][0] if payload["machines"] else {}
+    versions = ", ".join(f"{m} {info[m]}" for m in ("keras", "tensorflow", "jax", "torch", "numpy")
+                         if m in info)
+    ours = [r for r in rows if r["implementation"] == "keras_lookahead"]
+    lines = ["# Performance", "",
+             f"Written by `{payload['command']}`; do not edit by hand.", "",
+             f"Machine: {info.get('cpu')}, {info.get('cores')} cores; devices measured: "
+             f"{', '.join(payload['devices'])}; {versions}; commit {info.get('commit')}.", "",
+             "Every ratio is the median over rounds of (candidate time / baseline time), the "
+             "two called alternately, call by call, in one process per backend after warm-up "
+             f"({args['rounds']} rounds for the optimizer, with about the same time per round at "
+             f"every size; {args['fit_rounds']} rounds of two {args['fit_steps']}-step fits for "
+             "the models); min–max over rounds in brackets. Per-round ratios on this shared "
+             "machine spread by about ±0.1.", ""]
+
+    lines += ["## Headline: Lookahead(Adam) / Adam at k=5", "",
+              f"Target on compiled paths: ≤ {TARGET_OPTIMIZER}.", "",
+              "| device | backend | mode | " + " | ".join(
+                  f"{s / 1e6:g}M" for s in args["sizes"]) + " | limit at largest | target |",
+              "|---|---|---|" + "---|" * len(args["sizes"]) + "---|---|"]
+    misses = []
+    for device, backend, mode in sorted({(r["device"], r["backend"], r["mode"]) for r in ours}):
+        cells, last = [], None
+        for size in args["sizes"]:
+            match = [r for r in ours if (r["device"], r["backend"], r["mode"], r["inner"],
+                                         r["k"], r["params"]) == (device, backend, mode, "Adam",
+                                                                  5, size)]
+            cells.append(f"{match[0]['ratio']:.3f}" if match else "–")
+            last = match[0] if match else last
+        verdict = "–"
+        if (backend, mode) in COMPILED and last is not None:
+            worst = max(r["ratio"] for r in ours if (r["device"], r["backend"], r["mode"],
+                                                     r["inner"], r["k"]) ==
+                        (device, backend, mode, "Adam", 5))
+            ok = worst <= TARGET_OPTIMIZER
+            verdict = "meets" if ok else "**misses**"
+            if not ok:
+                misses.append((backend, mode, worst))
+        limit = f"{last['limit']:.3f}" if last else "–"
+        lines.append(f"| {device} | {backend} | {mode} | " + " | ".join(cells) +
+                     f" | {limit} | {verdict} |")
+    lines += ["", "*limit*: 1 + (time of the sync alone / time of the inner step) / k, the sync "
+              "timed by itself in the same mode: the cost of doing nothing but the sync every "
+              "k-th step. Lookahead's ratio should approach it, and both fall towards 1 as k "
+              "grows."]
+    if misses:
+        lines += ["", "Misses: " + "; ".join(f"{b} {m}, worst {w:.3f}" for b, m, w in misses) +
+                  ". A ratio above the target while it sits at its limit is the sync's own cost "
+                  "on this machine's memory bandwidth; above the limit is Lookahead's."]
+
+    lines += ["", "## Scaling: every size, k and inner optimizer", "",
+              "Ratio, with the limit in brackets.", "",
+              "| device | backend | mode | inner | parameters | " + " | ".join(
+                  f"k={k}" for k in args["ks"]) + " | inner ms |",
+              "|---|---|---|---|---|" + "---|" * len(args["ks"]) + "---|"]
+    groups = sorted({(r["device"], r["backend"], r["mode"], r["inner"], r["params"])
+                     for r in ours})
+    for key in groups:
+        by_k = {r["k"]: r for r in ours
+                if (r["device"], r["backend"], r["mode"], r["inner"], r["params"]) == key}
+        cells = [f"{by_k[k]['ratio']:.3f} ({by_k[k]['limit']:.3f})" if k in by_k else "–"
+                 for k in args["ks"]]
+        ms = 1e3 * next(iter(by_k.values()))["baseline_s"]
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {key[4] / 1e6:g}M | " +
+                     " | ".join(cells) + f" | {ms:.1f} |")
+
+    peers = [r for r in rows if r["implementation"] != "keras_lookahead"]
+    lines += ["", f"## Peers, k={PEER_K}, each against its own framework's inner optimizer", "",
+              "| device | implementation | inner | parameters | inner ms | Lookahead ms | "
+              "ratio (min–max) | ours, same backend and size |", "|---|---|---|---|---|---|---|---|"]
+    for r in sorted(peers, key=lambda r: (r["device"], r["implementation"], r["params"])):
+        mine = [o for o in ours if (o["device"], o["backend"], o["inner"], o["k"], o["params"]) ==
+                (r["device"], r["backend"], "Adam", PEER_K, r["params"])]
+        lines.append(f"| {r['device']} | {r['implementation']} | {r['inner']} | "
+                     f"{r['params'] / 1e6:g}M | {1e3 * r['baseline_s']:.1f} | "
+                     f"{1e3 * r['candidate_s']:.1f} | {fmt_ratio(r)} | " +
+                     (", ".join(f"{o['mode']} {o['ratio']:.3f}" for o in mine) or "–") + " |")
+    if not peers:
+        lines.append("| – | no peer installed (`pip install optax pytorch-optimizer`) | | | | | | |")
+    lines += ["", "optax's `lookahead` computes both branches of its sync on every step; "
+              "pytorch-optimizer's keeps a Python step counter and syncs with per-tensor ops."]
+
+    lines += ["", "## Memory", "",
+              "Optimizer state, from `optimizer.variables` (4M parameters): what Lookahead adds "
+              "to the inner optimizer's own state.", "",
+              "| inner | inner_state | inner state bytes | added bytes | added / parameter bytes "
+              "| expected |", "|---|---|---|---|---|---|"]
+    for m in payload.get("state", []):
+        # the slow weights; with "interpolate" also the cached first moment (both inners have one)
+        expected = 2.0 if m["inner_state"] == "interpolate" else 1.0
+        ok = abs(m["extra_in_params"] - expected) < 1e-6
+        lines.append(f"| {m['inner']} | {m['inner_state']} | {m['inner_bytes']:,} | "
+                     f"{m['extra_bytes']:,} | {m['extra_in_params']:.4f} | {expected:g} "
+                     f"{'(exact)' if ok else '**(differs)**'} |")
+    lines += ["", "The extra bytes beyond whole copies are a few scalars (the sync flag and, "
+              "with schedules, counters).", "",
+              f"Peak resident memory of a fresh process that builds Adam or Lookahead(Adam) on "
+              f"{args['memory_params'] / 1e6:g}M parameters and takes 3 eager steps, minus Adam "
+              "alone's, in copies of the parameters (runtime allocations make it approximate):",
+              "", "| device | backend | " + " | ".join(INNER_STATES) + " |",
+              "|---|---|" + "---|" * len(INNER_STATES)]
+    for device, backend in sorted({(r["device"], r["backend"]) for r in payload["peak_memory"]}):
+        by = {r["config"]: r for r in payload["peak_memory"]
+              if (r["device"], r["backend"]) == (device, backend)}
+        lines.append(f"| {device} | {backend} | " + " | ".join(
+            f"{by[c]['extra_in_params']:+.2f}" if c in by else "–" for c in INNER_STATES) + " |")
+
+    lines += ["", "## Whole training step", "",
+              f"`model.fit`, batch 64, Adam vs Lookahead(Adam, k=5); target ≤ {TARGET_FIT}. "
+              "jit_compile on TensorFlow and JAX; PyTorch eager.", "",
+              "| device | backend | model | parameters | ratio (min–max) | target |",
+              "|---|---|---|---|---|---|"]
+    for f in payload["fit"]:
+        ok = f["ratio"] <= TARGET_FIT
+        lines.append(f"| {f['device']} | {f['backend']} | {f['model']} | {f['params']:,} | "
+                     f"{fmt_ratio(f)} | {'meets' if ok else '**misses**'} |")
+    lines += ["", "![scaling](performance_scaling.png)", ""]
+    with open(path, "w") as fh:
+        fh.write("\n".join(lines))
+
+
+def report(payload, out):
+    h.write_json(os.path.join(out, "performance.json"), payload)
+    plot_scaling(payload["optimizer"], os.path.join(out, "performance_scaling.png"))
+    write_markdown(os.path.join(out, "performance.md"), payload)
+    h.progress(f"wrote {os.path.join(out, 'performance.md')}")
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--backends", default=",".join(BACKENDS),
+                   help="comma-separated; those not installed are skipped")
+    p.add_argument("--quick", action="store_true", help="smoke run of every part, ~2 minutes")
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--calls", type=int, default=10, help="calls per round at 4M parameters")
+    p.add_argument("--fit-steps", type=int, default=10)
+    p.add_argument("--fit-rounds", type=int, default=5)
+    p.add_argument("--memory-params", type=int, default=MEMORY_PARAMS)
+    p.add_argument("--out", default=RESULTS)
+    p.add_argument("--from-json", action="store_true",
+                   help="rewrite performance.md and the plot from performance.json (no timing)")
+    p.add_argument("--worker", choices=BACKENDS, help=argparse.SUPPRESS)
+    p.add_argument("--worker-out", help=argparse.SUPPRESS)
+    p.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
+    p.add_argument("--peak-memory", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    args.sizes, args.ks, args.inners = SIZES, KS, ("Adam", "SGD(momentum=0.9)")
+    if args.quick:
+        args.sizes, args.ks, args.inners = (1_000_000,), (1, 5), ("Adam",)
+        args.rounds, args.calls, args.fit_steps, args.fit_rounds = 2, 4, 2, 1
+        args.memory_params = 2_000_000
+    for name in ("rounds", "calls", "fit_steps", "fit_rounds", "memory_params"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} {getattr(args, name)}: must be 1 or more")
+    return args
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    if args.peak_memory:
+        return print(peak_memory_worker(os.environ["KERAS_BACKEND"], args.peak_memory,
+                                        args.memory_params))
+    if args.worker:
+        return worker(args.worker, args)
+    os.makedirs(args.out, exist_ok=True)
+    if args.from_json:
+        with open(os.path.join(args.out, "performance.json")) as f:
+            return report(json.load(f), args.out)
+
+    backends = [b for b in args.backends.split(",") if b]
+    unknown = sorted(set(backends) - set(BACKENDS))
+    if unknown:
+        raise SystemExit(f"--backends: unknown {unknown}; choose from {BACKENDS}")
+    devices = ["cpu"] + (["gpu"] if gpu_present() else [])
+    payload = {"command": h.command_line(), "devices": devices, "optimizer": [], "fit": [],
+               "peak_memory": [], "machines": [],
+               "args": {k: getattr(args, k) for k in ("sizes", "ks", "inners", "rounds", "calls",
+                                                      "fit_steps", "fit_rounds",
+                                                      "memory_params", "quick")}}
+    for device in devices:
+        for backend in backends:
+            if importlib.util.find_spec(backend) is None:
+                h.progress(f"[{backend}] not installed: skipped")
+                continue
+            env = {**os.environ, "KERAS_BACKEND": backend}
+            if device == "cpu":
+                env["CUDA_VISIBLE_DEVICES"] = ""  # the CPU column even where a GPU is present
+            with tempfile.TemporaryDirectory() as tmp:
+                out = os.path.join(tmp, "worker.json")
+                cmd = [sys.executable, os.path.abspath(__file__), "--worker", backend,
+                       "--worker-out", out, "--device", device] + list(argv)
+                subprocess.run(cmd, check=True, env=env)
+                with open(out) as f:
+                    part = json.load(f)
+            for key in ("optimizer", "fit", "peak_memory"):
+                payload[key] += part[key]
+            payload["machines"].append(part["machine"])
+            if "state" in part:
+                payload["state"] = part["state"]
+    if not payload["optimizer"]:
+        raise SystemExit("no backend could be measured")
+    report(payload, args.out)
+
+
+if __name__ == "__main__":
+    main()

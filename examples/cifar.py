@@ -1,0 +1,506 @@
+"""Image classification with Lookahead: the paper's CIFAR experiments (Sec. 4.1, App. C.1), at
+the paper's scale on an accelerator or at a small scale on a CPU, and an ImageNet configuration.
+
+One run trains one optimizer with one seed and writes its per-epoch record as JSON:
+
+    python examples/cifar.py --optimizer lookahead-sgd                   # the paper profile
+    python examples/cifar.py --profile cpu --optimizer adam \\
+        --data-dir ../shared/data/cifar10_jpeg.tar.gz                    # the CPU profile
+    python examples/cifar.py --profile cpu --optimizer lookahead-sgd --k 10 --alpha 0.8 \\
+        --lr 0.2 --momentum 0.95 --inner-state interpolate --seed 2 --out run.json
+    python examples/cifar.py --profile imagenet --optimizer lookahead-sgd --strategy tpu
+
+Profiles (every value can be overridden from the command line):
+- paper: ResNet-18 in the wide CIFAR variant of DeVries & Taylor's Cutout repository (3x3 stem,
+  no max-pool, 64-128-256-512 channels), batch 128, 200 epochs, learning rate x0.2 at epochs
+  60, 120 and 160, weight decay 5e-4 (L2), tfds cifar10 (--dataset cifar100 for CIFAR-100).
+- cpu: the same network at a quarter of the width, a 5,000-image subset of CIFAR-10 (2,000
+  test images), 12 epochs, the same schedule shape (x0.2 at epochs 4, 7 and 10, about 30%, 60%
+  and 80% of training). About 2.5 minutes per run on 2 cores.
+- imagenet: ResNet-50, batch 256, SGD lr 0.1 momentum 0.9, weight decay 1e-4, x0.1 at epochs
+  30 and 60 of 90 (--milestones 30,48,58 --epochs 60 for the paper's aggressive schedule),
+  k=5, alpha=0.5, tfds imagenet2012 (which needs the manual download tfds describes).
+
+Optimizers (App. C.1): sgd (momentum), lookahead-sgd, polyak-sgd, adamw, adam, lookahead-adam.
+polyak-sgd is SGD whose evaluation uses the uniform (Polyak-Ruppert) average of the weights
+after every step from --polyak-start on (default: the first learning-rate decay), not an
+exponential moving average.
+
+Evaluation follows App. C.1: at every epoch end the test set and the training set (without
+augmentation, no updates) are evaluated on the weights the method reports: the slow weights for
+Lookahead, the average for polyak-sgd, the weights themselves otherwise.
+
+Data: tfds by default (downloads where a network is available); --data-dir reads image folders,
+<root>/train/<class>/*.jpg and <root>/test/<class>/*.jpg, or a .tar.gz of them (extracted to a
+temporary folder); --synthetic N makes N random images whose class is learnable (for tests).
+"""
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _distribute  # noqa: E402
+from _data import local_folder  # noqa: E402
+
+PROFILES = {
+    "paper": dict(dataset="cifar10", model="resnet18", width=64, epochs=200, batch_size=128,
+                  milestones=(60, 120, 160), lr_decay=0.2, weight_decay=5e-4, limit=0,
+                  test_limit=0, image_size=32, lr=None, k=5, alpha=0.5),
+    "cpu": dict(dataset="cifar10", model="resnet18", width=16, epochs=12, batch_size=128,
+                milestones=(4, 7, 10), lr_decay=0.2, weight_decay=5e-4, limit=5000,
+                test_limit=2000, image_size=32, lr=None, k=5, alpha=0.5),
+    "imagenet": dict(dataset="imagenet2012", model="resnet50", width=64, epochs=90,
+                     batch_size=256, milestones=(30, 60), lr_decay=0.1, weight_decay=1e-4,
+                     limit=0, test_limit=0, image_size=224, lr=0.1, k=5, alpha=0.5),
+}
+OPTIMIZERS = ("sgd", "lookahead-sgd", "polyak-sgd", "adamw", "adam", "lookahead-adam")
+DEFAULT_LR = {"sgd": 0.1, "lookahead-sgd": 0.1, "polyak-sgd": 0.1, "adamw": 1e-3, "adam": 1e-3,
+              "lookahead-adam": 1e-3}
+STATS = {  # per-channel mean and std of the training images
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "imagenet2012": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+
+
+# -- arguments -------------------------------------------------------------------------------------
+
+def _ints(text):
+    try:
+        return tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated epochs, e.g. 60,120")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--profile", choices=sorted(PROFILES), default="paper")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="lookahead-sgd")
+    p.add_argument("--dataset", choices=sorted(STATS), help="tfds name (default: the profile's)")
+    p.add_argument("--data-dir", help="image folders (train/, test/) or a .tar.gz of them")
+    p.add_argument("--tfds-dir", help="tfds data_dir (where prepared datasets live)")
+    p.add_argument("--synthetic", type=int, default=0, metavar="N",
+                   help="N noisy images with a colour per class instead of real data (tests)")
+    p.add_argument("--limit", type=int, help="training images to use (0: all)")
+    p.add_argument("--test-limit", type=int, help="test images to use (0: all)")
+    p.add_argument("--model", choices=("resnet18", "resnet50"))
+    p.add_argument("--width", type=int, help="ResNet-18's first-stage channels (paper: 64)")
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--steps-per-epoch", type=int, default=0,
+                   help="cap on steps per epoch (0: the whole training set; smoke runs)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, help="(inner) learning rate; default per optimizer")
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    p.add_argument("--weight-decay", type=float,
+                   help="L2 on kernels, as gradient += wd * w (not for adamw)")
+    p.add_argument("--adamw-weight-decay", type=float, default=0.004,
+                   help="adamw's decoupled decay (Keras's default)")
+    p.add_argument("--milestones", type=_ints, help="epochs at which the lr is decayed")
+    p.add_argument("--lr-decay", type=float, help="factor applied at each milestone")
+    p.add_argument("--k", type=int, help="Lookahead's sync period")
+    p.add_argument("--alpha", type=float, help="Lookahead's slow step size")
+    p.add_argument("--inner-state", default="maintain",
+                   choices=("maintain", "reset", "interpolate"))
+    p.add_argument("--polyak-start", type=int, help="epoch from which polyak-sgd averages")
+    p.add_argument("--no-train-eval", action="store_true",
+                   help="skip the epoch-end pass over the training set")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="write the run's record (JSON) here")
+    p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
+    _distribute.add_arguments(p)
+    args = p.parse_args(argv)
+
+    for key, value in PROFILES[args.profile].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.lr is None:
+        args.lr = DEFAULT_LR[args.optimizer]
+    if args.dataset == "imagenet2012" and args.profile != "imagenet" and args.model == "resnet18":
+        p.error("--dataset imagenet2012: use --profile imagenet (ResNet-50, 224x224)")
+    for name in ("epochs", "batch_size", "k", "width", "image_size"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} {getattr(args, name)}: must be 1 or more")
+    for name in ("limit", "test_limit", "synthetic", "steps_per_epoch"):
+        if getattr(args, name) < 0:
+            p.error(f"--{name.replace('_', '-')} {getattr(args, name)}: must be 0 or more")
+    if not 0.0 < args.alpha <= 1.0:
+        p.error(f"--alpha {args.alpha}: must be in (0, 1]")
+    if args.lr <= 0 or not 0.0 <= args.momentum < 1.0:
+        p.error(f"--lr {args.lr} / --momentum {args.momentum}: need lr > 0, 0 <= momentum < 1")
+    if not 0.0 < args.lr_decay <= 1.0:
+        p.error(f"--lr-decay {args.lr_decay}: must be in (0, 1]")
+    if list(args.milestones) != sorted(set(args.milestones)) or any(
+            m < 1 or m >= args.epochs for m in args.milestones):
+        p.error(f"--milestones {','.join(map(str, args.milestones))}: must increase, each in "
+                f"[1, {args.epochs - 1}] for {args.epochs} epochs")
+    if args.polyak_start is None:
+        args.polyak_start = args.milestones[0] if args.milestones else 0
+    if sum(bool(x) for x in (args.data_dir, args.synthetic)) > 1:
+        p.error("--data-dir and --synthetic: choose one source of data")
+    return args
+
+
+# -- data ------------------------------------------------------------------------------------------
+
+def _split_root(root, split):
+    """The folder holding <split>/<class>/ under `root`, looking through wrapper folders."""
+    for here, dirs, _ in os.walk(root):
+        if split in dirs and any(os.scandir(os.path.join(here, split))):
+            return os.path.join(here, split)
+    raise SystemExit(f"--data-dir: no {split}/<class>/ folders under {root!r}")
+
+
+def folder_split(root, split, classes=None):
+    """(paths, labels, class names) of one split of an image-folder dataset."""
+    folder = _split_root(root, split)
+    names = classes or sorted(d.name for d in os.scandir(folder) if d.is_dir())
+    paths, labels = [], []
+    for label, name in enumerate(names):
+        files = sorted(f.path for f in os.scandir(os.path.join(folder, name))
+                       if f.name.lower().endswith((".jpg", ".jpeg", ".png")))
+        paths += files
+        labels += [label] * len(files)
+    if not paths:
+        raise SystemExit(f"--data-dir: no images in {folder!r}")
+    return paths, labels, names
+
+
+def _subset(n_total, limit, seed):
+    import numpy as np
+
+    order = np.random.default_rng(seed).permutation(n_total)
+    return order[:limit] if limit else order
+
+
+def load_splits(args):
+    """(train, test, classes, training images): tf.data datasets of (uint8 image, int32
+    label), unbatched."""
+    import numpy as np
+    import tensorflow as tf
+
+    size = args.image_size
+    if args.synthetic:
+        rng = np.random.default_rng(1234)  # the same data for every seed
+        classes = 10
+        # learnable: each class has its own mean colour, under heavy per-pixel noise
+        y = rng.integers(0, classes, size=args.synthetic).astype("int32")
+        colours = rng.integers(0, 256, size=(classes, 3))
+        noise = rng.integers(0, 256, size=(args.synthetic, size, size, 3))
+        x = ((noise + colours[y][:, None, None, :]) // 2).astype(np.uint8)
+        split = max(1, int(0.8 * args.synthetic))
+        make = tf.data.Dataset.from_tensor_slices
+        return make((x[:split], y[:split])), make((x[split:], y[split:])), classes, split
+    if args.data_dir:
+        root = local_folder(args.data_dir)
+        tr_paths, tr_labels, names = folder_split(root, "train")
+        te_paths, te_labels, _ = folder_split(root, "test", names)
+        keep_tr = _subset(len(tr_paths), args.limit, 0)  # the same subset for every seed
+        keep_te = _subset(len(te_paths), args.test_limit, 1)
+
+        def read(path, label):
+            image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+            image = tf.image.resize(image, (size, size)) if args.image_size != 32 else image
+            return tf.cast(tf.ensure_shape(image, (size, size, 3)), tf.uint8), label
+
+        def make(paths, labels, keep):
+            ds = tf.data.Dataset.from_tensor_slices(
+                ([paths[i] for i in keep], np.asarray(labels, "int32")[keep]))
+            return ds.map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+        return (make(tr_paths, tr_labels, keep_tr), make(te_paths, te_labels, keep_te),
+                len(names), len(keep_tr))
+    import tensorflow_datasets as tfds
+
+    (train, test), info = tfds.load(args.dataset, split=["train", "validation" if
+                                                        args.dataset == "imagenet2012" else
+                                                        "test"],
+                                    as_supervised=True, with_info=True, data_dir=args.tfds_dir,
+                                    shuffle_files=False)
+    classes = info.features["label"].num_classes
+    n_train = info.splits["train"].num_examples
+    if args.limit:
+        train, n_train = train.take(args.limit), min(args.limit, n_train)
+    if args.test_limit:
+        test = test.take(args.test_limit)
+    big = round(size * 8 / 7)  # ImageNet: 256 for 224; crops of `size` are taken later
+
+    def fit_size(image, label):
+        if args.dataset == "imagenet2012":  # images of every size
+            image = tf.image.resize(image, (big, big))
+        return tf.cast(image, tf.uint8), tf.cast(label, tf.int32)
+
+    return (train.map(fit_size, num_parallel_calls=tf.data.AUTOTUNE),
+            test.map(fit_size, num_parallel_calls=tf.data.AUTOTUNE), classes, n_train)
+
+
+def pipelines(args, train, test, n_train):
+    """Batched input pipelines: augmentation (CIFAR: 4-pixel zero padding, random crop,
+    horizontal flip; ImageNet: random crop of the resized image, flip) and per-channel
+    normalization, parallel and prefetched, deterministic for a seed. Small datasets are cached
+    in memory after decoding."""
+    import tensorflow as tf
+
+    mean, std = STATS.get(args.dataset if not args.synthetic else "cifar10")
+    mean = tf.constant(mean, tf.float32) * 255.0
+    std = tf.constant(std, tf.float32) * 255.0
+    size = args.image_size
+    imagenet = args.dataset == "imagenet2012" and not args.synthetic and not args.data_dir
+    pad = 0 if imagenet else 4
+
+    def normalize(image):
+        return (tf.cast(image, tf.float32) - mean) / std
+
+    def center(image, label):
+        if imagenet:
+            image = tf.image.resize_with_crop_or_pad(image, size, size)
+        return normalize(image), label
+
+    def augment(index, item):
+        image, label = item
+        seed = tf.stack([tf.cast(args.seed, tf.int64), index])
+        if pad:
+            image = tf.image.pad_to_bounding_box(image, pad, pad, size + 2 * pad,
+                                                 size + 2 * pad)
+        image = tf.image.stateless_random_crop(image, (size, size, 3), seed=seed)
+        image = tf.image.stateless_random_flip_left_right(image, seed=seed + 1)
+        return normalize(image), label
+
+    static = args.strategy == "tpu"  # XLA on a TPU wants one shape: full batches only
+    if not imagenet:
+        train, test = train.cache(), test.cache()
+    fit_ds = (train.shuffle(min(n_train, 10_000 if imagenet else 50_000), seed=args.seed,
+                            reshuffle_each_iteration=True)
+              .repeat().enumerate()  # a distinct augmentation seed for every draw
+              .map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+              .batch(args.batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
+    def plain(ds):
+        return (ds.map(center, num_parallel_calls=tf.data.AUTOTUNE)
+                .batch(args.batch_size, drop_remainder=static).prefetch(tf.data.AUTOTUNE))
+
+    return fit_ds, plain(test), plain(train)
+
+
+# -- model -----------------------------------------------------------------------------------------
+
+def resnet18(classes, width, weight_decay, image_size):
+    """ResNet-18 for 32x32 images as in DeVries & Taylor's Cutout repository: a 3x3 stem without
+    max-pooling, four stages of two basic blocks (width x 1, 2, 4, 8 channels; strides 1, 2, 2,
+    2), 1x1 convolution shortcuts where the shape changes, global average pooling, a linear
+    layer."""
+    import keras
+
+    reg = keras.regularizers.L2(weight_decay / 2) if weight_decay else None  # grad = wd * w
+
+    def conv(x, filters, kernel, stride=1):
+        return keras.layers.Conv2D(filters, kernel, strides=stride, padding="same",
+                                   use_bias=False, kernel_regularizer=reg)(x)
+
+    def bn(x):
+        return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)(x)
+
+    inputs = keras.Input((image_size, image_size, 3))
+    x = keras.layers.ReLU()(bn(conv(inputs, width, 3)))
+    for stage, filters in enumerate((width, 2 * width, 4 * width, 8 * width)):
+        for block in range(2):
+            stride = 2 if stage > 0 and block == 0 else 1
+            y = keras.layers.ReLU()(bn(conv(x, filters, 3, stride)))
+            y = bn(conv(y, filters, 3))
+            if stride != 1 or x.shape[-1] != filters:
+                x = bn(conv(x, filters, 1, stride))
+            x = keras.layers.ReLU()(keras.layers.Add()([x, y]))
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(classes, kernel_regularizer=reg)(x)
+    return keras.Model(inputs, outputs, name="resnet18")
+
+
+def build_model(args, classes):
+    import keras
+
+    keras.utils.set_random_seed(args.seed)
+    l2 = 0.0 if args.optimizer == "adamw" else args.weight_decay
+    if args.model == "resnet50":
+        model = keras.applications.ResNet50(weights=None, classes=classes,
+                                            input_shape=(args.image_size, args.image_size, 3),
+                                            classifier_activation=None)
+        if not l2:
+            return model
+        # keras.applications takes no regularizer: rebuild from the config with one on every
+        # kernel (a fresh model, initialized from the same seed)
+        config = model.get_config()
+        for layer in config["layers"]:
+            if layer["class_name"] in ("Conv2D", "Dense"):
+                layer["config"]["kernel_regularizer"] = keras.saving.serialize_keras_object(
+                    keras.regularizers.L2(l2 / 2))
+        keras.utils.set_random_seed(args.seed)
+        return keras.Model.from_config(config)
+    return resnet18(classes, args.width, l2, args.image_size)
+
+
+def learning_rate(args, steps_per_epoch):
+    import keras
+
+    boundaries = [m * steps_per_epoch for m in args.milestones]
+    values = [args.lr * args.lr_decay ** i for i in range(len(boundaries) + 1)]
+    if not boundaries:
+        return args.lr
+    return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+
+
+def build_optimizer(args, steps_per_epoch):
+    import keras
+
+    from keras_lookahead import Lookahead
+
+    lr = learning_rate(args, steps_per_epoch)
+    name = args.optimizer
+    if name.endswith("sgd"):
+        inner = keras.optimizers.SGD(lr, momentum=args.momentum)
+    elif name == "adamw":  # decoupled decay, Keras's default coefficient
+        inner = keras.optimizers.AdamW(lr, weight_decay=args.adamw_weight_decay)
+    else:
+        inner = keras.optimizers.Adam(lr)
+    if name.startswith("lookahead"):
+        return Lookahead(inner, sync_period=args.k, slow_step_size=args.alpha,
+                         inner_state=args.inner_state)
+    return inner
+
+
+# -- evaluation on the weights a method reports ------------------------------------------------
+
+class PolyakAverage:
+    """The uniform average of the weights after every step from `start_epoch` on:
+    avg_n = avg_{n-1} + (w_n - avg_{n-1}) / n, kept on the device, swapped in for evaluation."""
+
+    def __init__(self, model, start_epoch):
+        import keras
+
+        self.model, self.start_epoch, self.count = model, start_epoch, 0
+        self.average = [keras.Variable(v.value, trainable=False, name="polyak_" + v.name)
+                        for v in model.variables]
+
+    def update(self, epoch):
+        if epoch < self.start_epoch:
+            return
+        self.count += 1
+        rate = 1.0 / self.count
+        for avg, v in zip(self.average, self.model.variables):
+            avg.assign(avg + rate * (v - avg))
+
+    @contextlib.contextmanager
+    def swapped_in(self):
+        if self.count == 0:  # not started: the weights themselves
+            yield
+            return
+        saved = [v.value for v in self.model.variables]
+        for v, avg in zip(self.model.variables, self.average):
+            v.assign(avg)
+        try:
+            yield
+        finally:
+            for v, value in zip(self.model.variables, saved):
+                v.assign(value)
+
+
+def make_callbacks(args, model, test, train_eval, record):
+    import keras
+
+    from keras_lookahead import SwapSlowWeights
+
+    polyak = None
+    if args.optimizer == "polyak-sgd":
+        if keras.backend.backend() == "jax":
+            # JAX's fit holds the weights outside the model's variables between epoch ends
+            raise SystemExit("--optimizer polyak-sgd averages after every step: use "
+                             "KERAS_BACKEND=tensorflow or torch")
+        polyak = PolyakAverage(model, args.polyak_start)
+
+    class EpochEnd(keras.callbacks.Callback):
+        """Evaluates test and training sets on the reported weights; records the epoch."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch, self.start = epoch, time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            if polyak is not None:
+                polyak.update(self.epoch)
+
+        def on_epoch_end(self, epoch, logs=None):
+            seconds = time.perf_counter() - self.start
+            context = polyak.swapped_in() if polyak else contextlib.nullcontext()
+            with context:  # Lookahead: SwapSlowWeights, listed before, put the slow ones in
+                test_loss, test_acc = self.model.evaluate(test, verbose=0)
+                train_loss, train_acc = (float("nan"),) * 2
+                if not args.no_train_eval:
+                    train_loss, train_acc = self.model.evaluate(train_eval, verbose=0)
+            entry = {"epoch": epoch + 1, "seconds": seconds, "test_loss": test_loss,
+                     "test_accuracy": test_acc, "train_loss": train_loss,
+                     "train_accuracy": train_acc, "fit_loss": float(logs.get("loss", "nan"))}
+            record["epochs"].append(entry)
+            if args.verbose:
+                print(f"  epoch {epoch + 1}: test accuracy {test_acc:.4f}, test loss "
+                      f"{test_loss:.4f}, train loss {train_loss:.4f} (evaluated weights)")
+
+    callbacks = [EpochEnd()]
+    if args.optimizer.startswith("lookahead"):
+        # the slow weights from each epoch's end to the next epoch's start, and at the end
+        callbacks.insert(0, SwapSlowWeights(at_end="slow"))
+    return callbacks
+
+
+# -- a run -----------------------------------------------------------------------------------------
+
+def run(args):
+    import keras
+
+    dist = _distribute.make(args)
+    if args.batch_size % dist.replicas:
+        raise SystemExit(f"--batch-size {args.batch_size}: must be divisible by the "
+                         f"{dist.replicas} replicas of --strategy {args.strategy}")
+    keras.utils.set_random_seed(args.seed)
+    train, test, classes, n_train = load_splits(args)
+    fit_ds, test_ds, train_eval = pipelines(args, train, test, n_train)
+    steps = n_train // args.batch_size
+    if args.steps_per_epoch:
+        steps = min(steps, args.steps_per_epoch)
+    if steps < 1:
+        raise SystemExit(f"--batch-size {args.batch_size}: larger than the {n_train} training "
+                         "images")
+    with dist.scope():
+        model = build_model(args, classes)
+        model.compile(optimizer=build_optimizer(args, steps),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=["accuracy"], jit_compile=args.jit_compile or "auto")
+    record = {"args": {k: v for k, v in vars(args).items()}, "classes": classes,
+              "train_images": n_train, "steps_per_epoch": steps, "epochs": [],
+              "params": int(sum(math.prod(v.shape) for v in model.trainable_variables))}
+    print(f"{args.optimizer} (lr {args.lr}, seed {args.seed}) on {n_train} images, "
+          f"{classes} classes, {record['params']:,} parameters, {dist.replicas} replica(s)")
+    model.fit(fit_ds, epochs=args.epochs, steps_per_epoch=steps, verbose=args.verbose,
+              shuffle=False,  # the pipeline shuffles
+              callbacks=make_callbacks(args, model, test_ds, train_eval, record))
+    final = record["epochs"][-1]
+    record["final"] = {k: final[k] for k in ("test_accuracy", "test_loss", "train_loss")}
+    if args.out and dist.is_chief:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out + ".tmp", "w") as f:
+            json.dump(record, f, indent=1)
+        os.replace(args.out + ".tmp", args.out)  # a finished run's file is complete
+    print(f"final test accuracy {final['test_accuracy']:.4f} ({args.optimizer}, seed "
+          f"{args.seed})")
+    return record
+
+
+def main(argv=None):
+    return run(parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
