@@ -25,6 +25,7 @@ visible (the "device" column); here only the CPU is.
 """
 
 import argparse
+import gc
 import importlib.util
 from importlib import metadata
 import json
@@ -54,6 +55,7 @@ TARGET_FIT = ov.TARGET_FIT
 COMPILED = {("tensorflow", "XLA"), ("tensorflow", "graph"), ("jax", "jit")}
 MEMORY_PARAMS = 16_000_000
 INNER_STATES = ("maintain", "reset", "interpolate")
+MODES = {"tensorflow": ("XLA", "graph"), "jax": ("jit",), "torch": ("eager",)}
 
 
 def calls_for(size, args):
@@ -67,28 +69,29 @@ def scaling_rows(backend, args):
     import keras_lookahead
 
     modes_of = {"tensorflow": ov.tf_modes, "jax": ov.jax_modes, "torch": ov.torch_modes}[backend]
+    size, mode, inner_name = args.worker_size, args.worker_mode, args.worker_inner
+    make_inner = ov.keras_inners()[inner_name]
+    shapes = ov.parameter_shapes(size)
+    calls = calls_for(size, args)
+    optimizer_step, sync_step = modes_of(shapes)[mode]
+    base = optimizer_step(make_inner)
+    sync = h.compare(base, sync_step(), calls=calls, rounds=args.rounds)
     rows = []
-    for size in args.sizes:
-        shapes = ov.parameter_shapes(size)
-        calls = calls_for(size, args)
-        for mode, (optimizer_step, sync_step) in modes_of(shapes).items():
-            for inner_name, make_inner in ov.keras_inners().items():
-                if inner_name not in args.inners:
-                    continue
-                base = optimizer_step(make_inner)
-                sync = h.compare(base, sync_step(), calls=calls, rounds=args.rounds)
-                for k in args.ks:
-                    la = optimizer_step(lambda: keras_lookahead.Lookahead(
-                        make_inner(), sync_period=k, slow_step_size=ov.ALPHA))
-                    r = h.compare(base, la, calls=calls, rounds=args.rounds)
-                    r.update(backend=backend, mode=mode, inner=inner_name, k=k, params=size,
-                             implementation="keras_lookahead", sync_over_inner=sync["ratio"],
-                             limit=1 + sync["ratio"] / k)
-                    rows.append(r)
-                    h.progress(f"  {backend:10s} {mode:5s} {size / 1e6:3g}M {inner_name:18s} "
-                               f"k={k:2d}: {r['ratio']:.3f} (limit {r['limit']:.3f})")
-                    del la
-                del base
+    for k in args.ks:
+        la = optimizer_step(lambda: keras_lookahead.Lookahead(
+            make_inner(), sync_period=k, slow_step_size=ov.ALPHA))
+        r = h.compare(base, la, calls=calls, rounds=args.rounds)
+        r.update(backend=backend, mode=mode, inner=inner_name, k=k, params=size,
+                 implementation="keras_lookahead", sync_over_inner=sync["ratio"],
+                 limit=1 + sync["ratio"] / k)
+        rows.append(r)
+        h.progress(f"  {backend:10s} {mode:5s} {size / 1e6:3g}M {inner_name:18s} "
+                   f"k={k:2d}: {r['ratio']:.3f} (limit {r['limit']:.3f})")
+        del la
+        gc.collect()
+    del base
+    gc.collect()
+    if inner_name == "Adam" and mode == MODES[backend][0]:
         rows += peer_rows(backend, shapes, size, calls, args)
     return rows
 
@@ -278,17 +281,27 @@ def peak_memory_rows(backend, args):
 # -- one backend's process -------------------------------------------------------------------------
 
 def worker(backend, args):
+    """One part of one backend's measurements: the optimizer step at one size, in one mode,
+    for one inner optimizer (--worker-size/-mode/-inner; the peers with Adam), or, with
+    --worker-size 0, the fit steps and memory. A fresh process per part: the memory of each
+    step built (variables, state, gradients) is not given back to the system within a process
+    (measured on TensorFlow for the inner optimizer alone too), and at 64M parameters a
+    process building every step runs out of 24 GB."""
     import keras
 
     assert keras.backend.backend() == backend, (keras.backend.backend(), backend)
-    h.progress(f"[{backend}, {args.device}] optimizer step at {len(args.sizes)} sizes")
-    payload = {"optimizer": scaling_rows(backend, args), "machine": h.machine()}
-    h.progress(f"[{backend}, {args.device}] whole fit steps")
-    payload["fit"] = fit_rows(backend, args)
-    h.progress(f"[{backend}, {args.device}] memory")
-    payload["peak_memory"] = peak_memory_rows(backend, args)
-    if backend == "tensorflow":
-        payload["state"] = state_rows()
+    payload = {"optimizer": [], "fit": [], "peak_memory": [], "machine": h.machine()}
+    if args.worker_size:
+        h.progress(f"[{backend}, {args.device}] optimizer step, {args.worker_size / 1e6:g}M "
+                   f"parameters, {args.worker_mode}, {args.worker_inner}")
+        payload["optimizer"] = scaling_rows(backend, args)
+    else:
+        h.progress(f"[{backend}, {args.device}] whole fit steps")
+        payload["fit"] = fit_rows(backend, args)
+        h.progress(f"[{backend}, {args.device}] memory")
+        payload["peak_memory"] = peak_memory_rows(backend, args)
+        if backend == "tensorflow":
+            payload["state"] = state_rows()
     for part in ("optimizer", "fit", "peak_memory"):
         for r in payload[part]:
             r["device"] = args.device
@@ -435,8 +448,8 @@ def write_markdown(path, payload):
                      (", ".join(f"{o['mode']} {o['ratio']:.3f}" for o in mine) or "–") + " |")
     if not peers:
         lines.append("| – | no peer installed (`pip install optax pytorch-optimizer`) | | | | | | |")
-    lines += ["", "optax's `lookahead` computes both branches of its sync on every step; "
-              "pytorch-optimizer's keeps a Python step counter and syncs with per-tensor ops."]
+    lines += ["", "optax's `lookahead` computes both branches of its sync on every step "
+              "(overhead.md measures the same at 25M parameters)."]
 
     lines += ["", "## Memory", "",
               "Optimizer state, from `optimizer.variables` (4M parameters): what Lookahead adds "
@@ -463,6 +476,10 @@ def write_markdown(path, payload):
         lines.append(f"| {device} | {backend} | " + " | ".join(
             f"{by[c]['extra_in_params']:+.2f}" if c in by else "–" for c in INNER_STATES) + " |")
 
+    lines += ["", "Peak memory is approximate: TensorFlow and JAX allocate temporaries during "
+              "the eager steps (JAX compiles each operation), and PyTorch's allocator reuses "
+              "freed blocks, so its row can even fall below zero. The count from "
+              "`optimizer.variables` above is the exact one."]
     lines += ["", "## Whole training step", "",
               f"`model.fit`, batch 64, Adam vs Lookahead(Adam, k=5); target ≤ {TARGET_FIT}. "
               "jit_compile on TensorFlow and JAX; PyTorch eager.", "",
@@ -500,6 +517,9 @@ def parse_args(argv):
     p.add_argument("--worker", choices=BACKENDS, help=argparse.SUPPRESS)
     p.add_argument("--worker-out", help=argparse.SUPPRESS)
     p.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
+    p.add_argument("--worker-size", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--worker-mode", default="", help=argparse.SUPPRESS)
+    p.add_argument("--worker-inner", default="", help=argparse.SUPPRESS)
     p.add_argument("--peak-memory", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.sizes, args.ks, args.inners = SIZES, KS, ("Adam", "SGD(momentum=0.9)")
@@ -544,18 +564,22 @@ def main(argv=None):
             env = {**os.environ, "KERAS_BACKEND": backend}
             if device == "cpu":
                 env["CUDA_VISIBLE_DEVICES"] = ""  # the CPU column even where a GPU is present
-            with tempfile.TemporaryDirectory() as tmp:
-                out = os.path.join(tmp, "worker.json")
-                cmd = [sys.executable, os.path.abspath(__file__), "--worker", backend,
-                       "--worker-out", out, "--device", device] + list(argv)
-                subprocess.run(cmd, check=True, env=env)
-                with open(out) as f:
-                    part = json.load(f)
-            for key in ("optimizer", "fit", "peak_memory"):
-                payload[key] += part[key]
+            parts = [(size, mode, inner) for size in args.sizes for mode in MODES[backend]
+                     for inner in args.inners] + [(0, "", "")]  # last: fit steps and memory
+            for size, mode, inner in parts:
+                with tempfile.TemporaryDirectory() as tmp:
+                    out = os.path.join(tmp, "worker.json")
+                    cmd = [sys.executable, os.path.abspath(__file__), "--worker", backend,
+                           "--worker-out", out, "--device", device, "--worker-size", str(size),
+                           "--worker-mode", mode, "--worker-inner", inner] + list(argv)
+                    subprocess.run(cmd, check=True, env=env)
+                    with open(out) as f:
+                        part = json.load(f)
+                for key in ("optimizer", "fit", "peak_memory"):
+                    payload[key] += part[key]
+                if "state" in part:
+                    payload["state"] = part["state"]
             payload["machines"].append(part["machine"])
-            if "state" in part:
-                payload["state"] = part["state"]
     if not payload["optimizer"]:
         raise SystemExit("no backend could be measured")
     report(payload, args.out)

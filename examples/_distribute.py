@@ -60,11 +60,20 @@ class Distribution:
         return contextlib.nullcontext()
 
 
-def make(args, layout_map=None):
+def make(args, layout_map=None, global_batch=None):
     """The Distribution that `args.strategy` asks for; call it before any other TF/JAX work.
 
     `layout_map(mesh)` returns a keras.distribution.LayoutMap for --strategy model-parallel.
+    `global_batch`, if given, is checked to split evenly over the replicas.
     """
+    dist = _make(args, layout_map)
+    if global_batch is not None and global_batch % dist.replicas:
+        raise SystemExit(f"--batch-size {global_batch}: must be divisible by the "
+                         f"{dist.replicas} replicas of --strategy {args.strategy}")
+    return dist
+
+
+def _make(args, layout_map):
     import keras
 
     backend = keras.backend.backend()

@@ -190,11 +190,11 @@ def load_splits(args):
     if args.synthetic:
         rng = np.random.default_rng(1234)  # the same data for every seed
         classes = 10
-        # learnable: each class has its own mean colour, under heavy per-pixel noise
+        # learnable: each class has its own mean colour, under per-pixel noise
         y = rng.integers(0, classes, size=args.synthetic).astype("int32")
         colours = rng.integers(0, 256, size=(classes, 3))
         noise = rng.integers(0, 256, size=(args.synthetic, size, size, 3))
-        x = ((noise + colours[y][:, None, None, :]) // 2).astype(np.uint8)
+        x = ((noise + 3 * colours[y][:, None, None, :]) // 4).astype(np.uint8)
         split = max(1, int(0.8 * args.synthetic))
         make = tf.data.Dataset.from_tensor_slices
         return make((x[:split], y[:split])), make((x[split:], y[split:])), classes, split
@@ -225,9 +225,15 @@ def load_splits(args):
                                     as_supervised=True, with_info=True, data_dir=args.tfds_dir,
                                     shuffle_files=False)
     classes = info.features["label"].num_classes
-    n_train = info.splits["train"].num_examples
     if args.limit:
-        train, n_train = train.take(args.limit), min(args.limit, n_train)
+        train = train.take(args.limit)
+    n_train = int(train.cardinality())
+    if n_train < 0:  # unknown to tf.data (tfds's mock data, say): from the info, or counted
+        try:
+            n_train = info.splits["train"].num_examples
+            n_train = min(n_train, args.limit) if args.limit else n_train
+        except KeyError:
+            n_train = int(train.reduce(0, lambda n, _: n + 1))
     if args.test_limit:
         test = test.take(args.test_limit)
     big = round(size * 8 / 7)  # ImageNet: 256 for 224; crops of `size` are taken later
@@ -383,8 +389,9 @@ class PolyakAverage:
         import keras
 
         self.model, self.start_epoch, self.count = model, start_epoch, 0
-        self.average = [keras.Variable(v.value, trainable=False, name="polyak_" + v.name)
-                        for v in model.variables]
+        # copies: on TensorFlow, a Variable made from another's `.value` would share it
+        self.average = [keras.Variable(keras.ops.convert_to_numpy(v.value), trainable=False,
+                                       name="polyak_" + v.name) for v in model.variables]
 
     def update(self, epoch):
         if epoch < self.start_epoch:
@@ -399,7 +406,9 @@ class PolyakAverage:
         if self.count == 0:  # not started: the weights themselves
             yield
             return
-        saved = [v.value for v in self.model.variables]
+        import keras
+
+        saved = [keras.ops.copy(v.value) for v in self.model.variables]  # snapshots
         for v, avg in zip(self.model.variables, self.average):
             v.assign(avg)
         try:

@@ -244,10 +244,7 @@ def main(argv=None):
     args = parse_args(argv)
     if args.local_workers:
         return launch_local_cluster(args, argv)
-    dist = _distribute.make(args, layout_map=layout_map)
-    if args.batch_size % dist.replicas:
-        raise SystemExit(f"--batch-size {args.batch_size}: must be divisible by the "
-                         f"{dist.replicas} replicas of --strategy {args.strategy}")
+    dist = _distribute.make(args, layout_map=layout_map, global_batch=args.batch_size)
     train, test, classes = datasets(args.batch_size, args.seed)
     with dist.scope():
         model, opt = build_model(args, classes)

@@ -24,16 +24,15 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, ROOT)
 from benchmarks import _harness as h  # noqa: E402
+from benchmarks._sweep import add_common_arguments, run_sweep  # noqa: E402
+from benchmarks._sweep import main as sweep_main  # noqa: E402
 
-RESULTS = os.path.join(ROOT, "benchmarks", "results")
 SCRIPT = os.path.join(ROOT, "examples", "cifar.py")
 LABELS = {"sgd": "SGD", "lookahead-sgd": "Lookahead(SGD)", "polyak-sgd": "Polyak(SGD)",
           "adamw": "AdamW", "adam": "Adam", "lookahead-adam": "Lookahead(Adam)"}
@@ -93,22 +92,14 @@ def run_all(args):
 
         common += ["--data-dir", local_folder(args.data_dir)]
     common += args.extra
-    for i, (name, extra) in enumerate(runs, 1):
-        path = os.path.join(folder, f"{name}.json")
-        if os.path.exists(path):
-            h.progress(f"[{i}/{len(runs)}] {name}: done before, kept")
-            continue
-        start = time.time()
-        with open(os.path.join(folder, f"{name}.log"), "w") as log:
-            code = subprocess.run([sys.executable, SCRIPT, *common, *extra, "--out", path],
-                                  stdout=log, stderr=subprocess.STDOUT, cwd=ROOT).returncode
-        if code:
-            raise SystemExit(f"[{i}/{len(runs)}] {name} failed (exit {code}): see "
-                             f"{os.path.join(folder, name + '.log')}")
-        with open(path) as f:
+    def summary(name):
+        with open(os.path.join(folder, f"{name}.json")) as f:
             final = json.load(f)["final"]
-        h.progress(f"[{i}/{len(runs)}] {name}: test accuracy {final['test_accuracy']:.4f}, "
-                   f"train loss {final['train_loss']:.4f} ({time.time() - start:.0f} s)")
+        return f"test accuracy {final['test_accuracy']:.4f}, train loss {final['train_loss']:.4f}"
+
+    run_sweep(runs, lambda name, extra: [SCRIPT, *common, *extra, "--out",
+                                         os.path.join(folder, f"{name}.json")],
+              lambda name: os.path.join(folder, f"{name}.json"), summary, folder, ROOT)
 
 
 # -- report ------------------------------------------------------------------------------------
@@ -291,20 +282,8 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--all-optimizers", action="store_true",
                    help="main suite: add polyak-sgd and adamw")
-    p.add_argument("--data-dir", help="passed to examples/cifar.py (default: tfds)")
-    p.add_argument("--out", default=RESULTS)
-    p.add_argument("--report", action="store_true", help="only rewrite the report")
-    p.add_argument("extra", nargs=argparse.REMAINDER,
-                   help="after --: more arguments for every run, e.g. -- --epochs 3")
-    args = p.parse_args(argv)
-    if args.extra and args.extra[0] == "--":
-        args.extra = args.extra[1:]
-    if args.seeds < 1:
-        p.error(f"--seeds {args.seeds}: must be 1 or more")
-    if not args.report:
-        run_all(args)
-    write_report(args)
-
+    add_common_arguments(p, "examples/cifar.py")
+    sweep_main(p, argv, run_all, write_report)
 
 if __name__ == "__main__":
     main()

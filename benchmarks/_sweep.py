@@ -1,0 +1,51 @@
+"""Resumable sweeps: each run is one process writing one result file; a run whose file exists
+is not redone, so an interrupted sweep restarts where it stopped. One progress line per run."""
+
+import os
+import subprocess
+import sys
+import time
+
+from benchmarks import _harness as h
+
+
+def run_sweep(runs, command, result_path, summary, log_dir, cwd):
+    """runs: [(name, extra arguments)]; command(name, extra) is the run's argv after the
+    Python executable; result_path(name) is the file the run writes last; summary(name) is
+    the run's progress line. A run's output goes to <log_dir>/<name>.log."""
+    os.makedirs(log_dir, exist_ok=True)
+    for i, (name, extra) in enumerate(runs, 1):
+        tag = f"[{i}/{len(runs)}] {name}"
+        if os.path.exists(result_path(name)):
+            h.progress(f"{tag}: done before, kept")
+            continue
+        start = time.time()
+        log_path = os.path.join(log_dir, f"{name}.log")
+        with open(log_path, "w") as log:
+            code = subprocess.run([sys.executable, *command(name, extra)], stdout=log,
+                                  stderr=subprocess.STDOUT, cwd=cwd).returncode
+        if code or not os.path.exists(result_path(name)):
+            raise SystemExit(f"{tag} failed (exit {code}): see {log_path}")
+        h.progress(f"{tag}: {summary(name)} ({time.time() - start:.0f} s)")
+
+
+def add_common_arguments(parser, script):
+    """--data-dir, --out, --report and the arguments after `--`, passed to every run."""
+    parser.add_argument("--data-dir", help=f"passed to {script} (default: tfds)")
+    parser.add_argument("--out", default=os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "results"))
+    parser.add_argument("--report", action="store_true", help="only rewrite the report")
+    parser.add_argument("extra", nargs="...",
+                        help="after --: more arguments for every run, e.g. -- --epochs 3")
+
+
+def main(parser, argv, run_all, write_report):
+    """Parses, checks --seeds, runs what is missing (unless --report), writes the report."""
+    args = parser.parse_args(argv)
+    if args.extra and args.extra[0] == "--":
+        args.extra = args.extra[1:]
+    if args.seeds < 1:
+        parser.error(f"--seeds {args.seeds}: must be 1 or more")
+    if not args.report:
+        run_all(args)
+    write_report(args)

@@ -1,0 +1,387 @@
+"""English-to-German translation with a Transformer and Lookahead: the paper's WMT'14 experiment
+(Sec. 4.3, Table 4, Fig. 7b), at the paper's size on an accelerator or small on a CPU.
+
+One run trains one optimizer with one seed, then translates the test set greedily and scores it
+with sacreBLEU; it writes its record (training curve, BLEU, samples) as JSON beside its
+subword vocabularies:
+
+    python examples/translate.py --optimizer lookahead-adam                  # paper profile
+    python examples/translate.py --profile cpu --optimizer adam \\
+        --data-dir ../shared/data/multi30k --run-dir runs/adam-s0           # CPU profile
+    python examples/translate.py --profile cpu --optimizer lookahead-adam --lr 0.04 --k 10 \\
+        --data-dir ../shared/data/multi30k --strategy mirrored --cpu-replicas 2
+
+Profiles (every value can be overridden):
+- paper: Transformer base (6+6 layers, width 512, 8 heads, feed-forward 2048, dropout 0.1),
+  tfds wmt14_translate/de-en reversed to En->De, batch 256 sentence pairs, sequences of up to
+  64 subwords, 100k steps.
+- cpu: 2+2 layers, width 128, 4 heads, feed-forward 512, Multi30k (--data-dir), batch 64,
+  sequences of up to 40 subwords, 3 epochs: about 3.5 minutes per run on 2 cores.
+
+Optimizers (Sec. 4.3): adam and lookahead-adam with the Transformer schedule,
+lr = lr_scale * width^-0.5 * min(step^-0.5, step * warmup^-1.5); lookahead-adam-nowarmup, the
+same without warm-up (the rate of step `warmup` from the start, then the same decay); adafactor
+(Keras's). The paper's grid: --lr in {0.02, 0.04, 0.06} as lr_scale, --k in {5, 10}, alpha 0.5.
+
+Data: tfds by default; --data-dir reads parallel text, one sentence per line, line i of
+<split>.en matching line i of <split>.de (optionally .gz), splits train, val and test (the first
+file matching test*.en). Subword vocabularies (WordPiece, learned from the training text with
+tensorflow-text through keras-hub, the successor of keras-nlp) are saved in --run-dir and reused.
+Shapes are static (every batch padded to the maximum length), so XLA and TPUs compile once.
+"""
+
+import argparse
+import glob
+import gzip
+import json
+import math
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _distribute  # noqa: E402
+from _args import fill_from_profile, require_counts  # noqa: E402
+
+PROFILES = {
+    "paper": dict(layers=6, width=512, heads=8, ffn=2048, dropout=0.1, batch_size=256,
+                  max_length=64, vocab_size=32000, epochs=1, steps=100_000, warmup=4000,
+                  limit=0, test_limit=0),
+    "cpu": dict(layers=2, width=128, heads=4, ffn=512, dropout=0.1, batch_size=64,
+                max_length=40, vocab_size=6000, epochs=3, steps=0, warmup=800,
+                limit=0, test_limit=0),
+}
+OPTIMIZERS = ("adam", "lookahead-adam", "lookahead-adam-nowarmup", "adafactor")
+RESERVED = ["[PAD]", "[UNK]", "[START]", "[END]"]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--profile", choices=sorted(PROFILES), default="paper")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="lookahead-adam")
+    p.add_argument("--data-dir", help="parallel text files (see above); default: tfds")
+    p.add_argument("--tfds-dir", help="tfds data_dir")
+    p.add_argument("--run-dir", default="translate_run", help="the run's record goes here")
+    p.add_argument("--vocab-dir", help="where the vocabularies are learned once and reused "
+                                       "(default: --run-dir)")
+    for name, kind in (("layers", int), ("width", int), ("heads", int), ("ffn", int),
+                       ("dropout", float), ("batch_size", int), ("max_length", int),
+                       ("vocab_size", int), ("epochs", int), ("steps", int), ("warmup", int),
+                       ("limit", int), ("test_limit", int)):
+        p.add_argument("--" + name.replace("_", "-"), type=kind,
+                       help="default: the profile's" + (" (steps: 0 = whole epochs)"
+                                                        if name == "steps" else ""))
+    p.add_argument("--lr", type=float, default=0.04,
+                   help="lr_scale of the Transformer schedule (adafactor: its learning rate "
+                        "is this times 0.025)")
+    p.add_argument("--k", type=int, default=10, help="Lookahead's sync period (paper best: 10)")
+    p.add_argument("--alpha", type=float, default=0.5, help="Lookahead's slow step size")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--log-every", type=int, default=20, help="steps between recorded losses")
+    p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
+    _distribute.add_arguments(p)
+    args = p.parse_args(argv)
+    fill_from_profile(args, PROFILES[args.profile])
+    require_counts(p, args, positive=("layers", "width", "heads", "ffn", "batch_size",
+                                      "max_length", "vocab_size", "epochs", "warmup", "k",
+                                      "log_every"),
+                   non_negative=("steps", "limit", "test_limit"))
+    if args.width % args.heads:
+        p.error(f"--width {args.width} / --heads {args.heads}: width must divide by heads")
+    if not 0.0 <= args.dropout < 1.0:
+        p.error(f"--dropout {args.dropout}: must be in [0, 1)")
+    if not 0.0 < args.alpha <= 1.0:
+        p.error(f"--alpha {args.alpha}: must be in (0, 1]")
+    if args.lr <= 0:
+        p.error(f"--lr {args.lr}: must be positive")
+    if args.max_length < 4:
+        p.error(f"--max-length {args.max_length}: must be 4 or more")
+    return args
+
+
+# -- data ------------------------------------------------------------------------------------------
+
+def _read_lines(path):
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f]
+
+
+def read_parallel(folder, split):
+    """(English, German) sentence lists of one split of a parallel-text folder."""
+    pattern = "test*" if split == "test" else split
+    found = sorted(glob.glob(os.path.join(folder, f"{pattern}.en")) +
+                   glob.glob(os.path.join(folder, f"{pattern}.en.gz")))
+    if not found:
+        raise SystemExit(f"--data-dir: no {pattern}.en[.gz] in {folder!r}")
+    en_path = found[0]
+    de_path = en_path.replace(".en", ".de", 1) if ".en.gz" in en_path else en_path[:-3] + ".de"
+    if not os.path.exists(de_path):
+        raise SystemExit(f"--data-dir: {en_path!r} has no German side {de_path!r}")
+    en, de = _read_lines(en_path), _read_lines(de_path)
+    if len(en) != len(de):
+        raise SystemExit(f"--data-dir: {en_path!r} has {len(en)} lines but {de_path!r} has "
+                         f"{len(de)}: the sides must align line by line")
+    return en, de
+
+
+def load_text(args):
+    """{split: (English sentences, German sentences)} for train, val and test."""
+    if args.data_dir:
+        data = {s: read_parallel(args.data_dir, s) for s in ("train", "val", "test")}
+    else:
+        import tensorflow_datasets as tfds
+
+        data = {}
+        for split, name in (("train", "train"), ("val", "validation"), ("test", "test")):
+            ds = tfds.load("wmt14_translate/de-en", split=name, data_dir=args.tfds_dir)
+            pairs = [(ex["en"].decode(), ex["de"].decode()) for ex in tfds.as_numpy(ds)]
+            data[split] = ([e for e, _ in pairs], [d for _, d in pairs])
+    if args.limit:
+        data["train"] = tuple(side[:args.limit] for side in data["train"])
+    if args.test_limit:
+        data["test"] = tuple(side[:args.test_limit] for side in data["test"])
+    return data
+
+
+def tokenizers(args, train_en, train_de):
+    """WordPiece tokenizers per language, learned from the training text once and saved."""
+    import keras_hub
+    import tensorflow as tf
+
+    folder = args.vocab_dir or args.run_dir
+    os.makedirs(folder, exist_ok=True)
+    out = {}
+    for lang, text in (("en", train_en), ("de", train_de)):
+        path = os.path.join(folder, f"vocab.{lang}.{args.vocab_size}.txt")
+        if not os.path.exists(path):
+            keras_hub.tokenizers.compute_word_piece_vocabulary(
+                tf.data.Dataset.from_tensor_slices(text).batch(1000), args.vocab_size,
+                vocabulary_output_file=path + ".tmp", reserved_tokens=RESERVED)
+            os.replace(path + ".tmp", path)
+        out[lang] = keras_hub.tokenizers.WordPieceTokenizer(
+            vocabulary=path, lowercase=False, strip_accents=False, oov_token="[UNK]")
+    return out
+
+
+def pipeline(args, toks, en, de, training):
+    """Batches of ({"encoder": en ids, "decoder": [START] de ids}, de ids [END]), padded to
+    max_length: static shapes."""
+    import tensorflow as tf
+
+    n = args.max_length
+    start, end = toks["de"].token_to_id("[START]"), toks["de"].token_to_id("[END]")
+
+    def encode(e, d):
+        e_ids = toks["en"](e)[:n]
+        d_ids = toks["de"](d)[:n - 1]
+        dec_in = tf.concat([[start], d_ids], 0)
+        dec_out = tf.concat([d_ids, [end]], 0)
+        pad = lambda x: tf.pad(x, [[0, n - tf.shape(x)[0]]])  # noqa: E731
+        return ({"encoder": tf.ensure_shape(pad(e_ids), (n,)),
+                 "decoder": tf.ensure_shape(pad(dec_in), (n,))},
+                tf.ensure_shape(pad(dec_out), (n,)))
+
+    ds = tf.data.Dataset.from_tensor_slices((en, de)).map(
+        encode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).cache()
+    if training:
+        ds = ds.shuffle(len(en), seed=args.seed, reshuffle_each_iteration=True).repeat()
+    return ds.batch(args.batch_size, drop_remainder=training).prefetch(tf.data.AUTOTUNE)
+
+
+# -- model -----------------------------------------------------------------------------------------
+
+def build_model(args, src_vocab, tgt_vocab):
+    """An encoder-decoder Transformer from keras-hub layers (post-norm, as Vaswani et al.)."""
+    import keras
+    import keras_hub
+
+    keras.utils.set_random_seed(args.seed)
+    n = args.max_length
+    enc_ids = keras.Input((n,), dtype="int32", name="encoder")
+    dec_ids = keras.Input((n,), dtype="int32", name="decoder")
+    x = keras_hub.layers.TokenAndPositionEmbedding(src_vocab, n, args.width,
+                                                   mask_zero=True)(enc_ids)
+    for _ in range(args.layers):
+        x = keras_hub.layers.TransformerEncoder(args.ffn, args.heads, dropout=args.dropout)(x)
+    y = keras_hub.layers.TokenAndPositionEmbedding(tgt_vocab, n, args.width,
+                                                   mask_zero=True)(dec_ids)
+    for _ in range(args.layers):
+        y = keras_hub.layers.TransformerDecoder(args.ffn, args.heads, dropout=args.dropout)(
+            y, x)
+    logits = keras.layers.Dense(tgt_vocab, name="logits")(y)
+    return keras.Model([enc_ids, dec_ids], logits, name="transformer")
+
+
+class TransformerSchedule:
+    """lr_scale * width^-0.5 * min(step^-0.5, step * warmup^-1.5) (Vaswani et al.); without
+    warm-up, the rate at step `warmup` until then."""
+
+    def __new__(cls, scale, width, warmup, use_warmup=True):
+        import keras
+
+        class Schedule(keras.optimizers.schedules.LearningRateSchedule):
+            def __call__(self, step):
+                step = keras.ops.cast(step, "float32") + 1.0
+                decay = keras.ops.rsqrt(keras.ops.maximum(step, float(warmup)))
+                if use_warmup:
+                    decay = keras.ops.minimum(keras.ops.rsqrt(step), step * warmup ** -1.5)
+                return scale * width ** -0.5 * decay
+
+            def get_config(self):
+                return {"scale": scale, "width": width, "warmup": warmup,
+                        "use_warmup": use_warmup}
+
+        return Schedule()
+
+
+def build_optimizer(args):
+    import keras
+
+    from keras_lookahead import Lookahead
+
+    if args.optimizer == "adafactor":
+        return keras.optimizers.Adafactor(args.lr * 0.025)
+    schedule = TransformerSchedule(args.lr, args.width, args.warmup,
+                                   use_warmup=args.optimizer != "lookahead-adam-nowarmup")
+    adam = keras.optimizers.Adam(schedule, beta_1=0.9, beta_2=0.98, epsilon=1e-9)
+    if args.optimizer == "adam":
+        return adam
+    return Lookahead(adam, sync_period=args.k, slow_step_size=args.alpha)
+
+
+def masked_loss(y_true, logits):
+    import keras
+
+    loss = keras.losses.sparse_categorical_crossentropy(y_true, logits, from_logits=True)
+    mask = keras.ops.cast(keras.ops.not_equal(y_true, 0), loss.dtype)
+    return keras.ops.sum(loss * mask) / keras.ops.maximum(keras.ops.sum(mask), 1.0)
+
+
+# -- decoding and BLEU -------------------------------------------------------------------------
+
+def translate(model, toks, sentences, args, batch=128):
+    """Greedy decoding with keras-hub's GreedySampler, then detokenization."""
+    import keras
+    import keras_hub
+    import numpy as np
+    import tensorflow as tf
+
+    n = args.max_length
+    start, end = toks["de"].token_to_id("[START]"), toks["de"].token_to_id("[END]")
+    sampler = keras_hub.samplers.GreedySampler()
+    vocab = toks["de"].get_vocabulary()
+    out = []
+    for i in range(0, len(sentences), batch):
+        rows = toks["en"](tf.constant(sentences[i:i + batch]))
+        rows = rows.to_list() if hasattr(rows, "to_list") else [list(r) for r in rows]
+        enc = np.zeros((len(rows), n), "int32")
+        for j, r in enumerate(rows):
+            enc[j, :min(n, len(r))] = r[:n]
+        enc = keras.ops.convert_to_tensor(enc)
+        prompt = np.zeros((len(rows), n), "int32")
+        prompt[:, 0] = start
+
+        def next_token(prompt, cache, index):
+            logits = model([enc, keras.ops.convert_to_tensor(prompt, "int32")],
+                           training=False)[:, index - 1, :]
+            return logits, None, cache
+
+        ids = keras.ops.convert_to_numpy(sampler(
+            next=next_token, prompt=keras.ops.convert_to_tensor(prompt), index=1,
+            stop_token_ids=[end]))
+        for row in ids:
+            row = list(row[1:])
+            row = row[:row.index(end)] if end in row else row
+            out.append(detokenize([vocab[t] for t in row if t != 0]))
+    return out
+
+
+def detokenize(pieces):
+    """WordPiece pieces back to text: a "##" piece continues the previous word."""
+    words = []
+    for piece in pieces:
+        if piece.startswith("##") and words:
+            words[-1] += piece[2:]
+        else:
+            words.append(piece)
+    return " ".join(words)
+
+
+def bleu(hypotheses, references):
+    import sacrebleu
+
+    return float(sacrebleu.corpus_bleu(hypotheses, [references]).score)
+
+
+# -- a run -----------------------------------------------------------------------------------------
+
+def run(args):
+    import keras
+
+    dist = _distribute.make(args, global_batch=args.batch_size)
+    keras.utils.set_random_seed(args.seed)
+    data = load_text(args)
+    toks = tokenizers(args, *data["train"])
+    train = pipeline(args, toks, *data["train"], training=True)
+    val = pipeline(args, toks, *data["val"], training=False)
+    steps_per_epoch = len(data["train"][0]) // args.batch_size
+    if args.steps:
+        steps_per_epoch = min(steps_per_epoch, max(1, args.steps // args.epochs))
+    with dist.scope():
+        model = build_model(args, toks["en"].vocabulary_size(), toks["de"].vocabulary_size())
+        model.compile(optimizer=build_optimizer(args), loss=masked_loss,
+                      jit_compile=args.jit_compile or "auto")
+    record = {"args": dict(vars(args)), "train_pairs": len(data["train"][0]),
+              "steps_per_epoch": steps_per_epoch, "curve": [], "epochs": [],
+              "params": int(sum(math.prod(v.shape) for v in model.trainable_variables))}
+
+    class Curve(keras.callbacks.Callback):
+        """Training loss every --log-every steps (Fig. 7b plots loss against inner steps)."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            step = self.epoch * steps_per_epoch + batch + 1
+            if step % args.log_every == 0:
+                record["curve"].append([step, float(logs["loss"])])
+
+        def on_epoch_end(self, epoch, logs=None):
+            record["epochs"].append({"epoch": epoch + 1, "loss": float(logs["loss"]),
+                                     "val_loss": float(logs.get("val_loss", "nan"))})
+
+    from keras_lookahead import SwapSlowWeights
+
+    callbacks = [Curve()]
+    if args.optimizer.startswith("lookahead"):
+        callbacks.insert(0, SwapSlowWeights())  # validation and the end on the slow weights
+    print(f"{args.optimizer} (lr scale {args.lr}, seed {args.seed}): "
+          f"{record['train_pairs']:,} pairs, {record['params']:,} parameters")
+    start = time.time()
+    model.fit(train, epochs=args.epochs, steps_per_epoch=steps_per_epoch, validation_data=val,
+              callbacks=callbacks, verbose=args.verbose, shuffle=False)
+    record["train_seconds"] = time.time() - start
+    en, de = data["test"]
+    hyps = translate(model, toks, en, args)
+    record["bleu"] = bleu(hyps, de)
+    record["samples"] = [{"en": e, "reference": d, "output": h}
+                         for e, d, h in list(zip(en, de, hyps))[:5]]
+    if dist.is_chief:
+        os.makedirs(args.run_dir, exist_ok=True)
+        path = os.path.join(args.run_dir, "record.json")
+        with open(path + ".tmp", "w") as f:
+            json.dump(record, f, indent=1)
+        os.replace(path + ".tmp", path)
+    print(f"test BLEU {record['bleu']:.2f} ({args.optimizer}, seed {args.seed})")
+    return record
+
+
+def main(argv=None):
+    return run(parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

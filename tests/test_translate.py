@@ -1,0 +1,147 @@
+"""examples/translate.py: the parallel-text reader, tokenizer training and detokenization, the
+Transformer schedule, BLEU, the tfds path on fake data, the arguments, and a tiny run from
+training to BLEU."""
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.conftest import tf_only
+
+pytest.importorskip("keras_hub")
+pytest.importorskip("tensorflow_text")
+pytest.importorskip("sacrebleu")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "examples"))
+
+import translate  # noqa: E402
+
+EN = ["A man is walking a dog .", "Two children play in the park .", "A woman reads a book .",
+      "The dog runs on the grass .", "A man and a woman walk ."]
+DE = ["Ein Mann führt einen Hund aus .", "Zwei Kinder spielen im Park .",
+      "Eine Frau liest ein Buch .", "Der Hund läuft auf dem Gras .",
+      "Ein Mann und eine Frau gehen ."]
+
+
+def _write_corpus(folder, repeat=8, gz=False):
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, name in (("train", "train"), ("val", "val"), ("test", "test_2016_flickr")):
+        for lang, lines in (("en", EN), ("de", DE)):
+            text = "\n".join(lines * (repeat if split == "train" else 1)) + "\n"
+            path = folder / f"{name}.{lang}"
+            if gz:
+                with gzip.open(str(path) + ".gz", "wt", encoding="utf-8") as f:
+                    f.write(text)
+            else:
+                path.write_text(text, encoding="utf-8")
+    return folder
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_parallel_text_reader_aligns_both_sides(tmp_path, gz):
+    folder = _write_corpus(tmp_path / "text", gz=gz)
+    args = translate.parse_args(["--profile", "cpu", "--data-dir", str(folder)])
+    data = translate.load_text(args)
+    assert data["train"] == (EN * 8, DE * 8)
+    assert data["val"] == (EN, DE) and data["test"] == (EN, DE)
+
+
+def test_parallel_text_reader_refuses_misaligned_or_missing_files(tmp_path):
+    folder = _write_corpus(tmp_path / "text")
+    (folder / "val.de").write_text("only one line\n", encoding="utf-8")
+    with pytest.raises(SystemExit, match="has 5 lines but .*val.de.* has 1"):
+        translate.read_parallel(str(folder), "val")
+    with pytest.raises(SystemExit, match="no dev.en"):
+        translate.read_parallel(str(folder), "dev")
+
+
+def test_tokenizers_are_learned_saved_and_reused(tmp_path):
+    args = translate.parse_args(["--profile", "cpu", "--vocab-size", "120",
+                                 "--run-dir", str(tmp_path)])
+    toks = translate.tokenizers(args, EN * 8, DE * 8)
+    vocab = toks["de"].get_vocabulary()
+    assert vocab[:4] == translate.RESERVED and "Hund" in vocab and "Mann" in vocab
+    assert os.path.exists(tmp_path / "vocab.de.120.txt")
+    # a sentence of known words comes back exactly (pieces -> text)
+    ids = toks["de"]("Der Hund läuft .")
+    pieces = [vocab[int(i)] for i in np.asarray(ids)]
+    assert translate.detokenize(pieces) == "Der Hund läuft ."
+    mtime = os.path.getmtime(tmp_path / "vocab.de.120.txt")
+    translate.tokenizers(args, ["other text"], ["anderer Text"])  # reused, not relearned
+    assert os.path.getmtime(tmp_path / "vocab.de.120.txt") == mtime
+
+
+def test_detokenize_joins_word_pieces():
+    assert translate.detokenize(["Ein", "Spiel", "##haus", "aus", "Holz", "."]) == \
+        "Ein Spielhaus aus Holz ."
+    assert translate.detokenize([]) == ""
+
+
+def test_bleu_of_the_references_themselves_is_100_and_of_nothing_is_0():
+    assert translate.bleu(DE, DE) == pytest.approx(100.0)
+    assert translate.bleu(["" for _ in DE], DE) == 0.0
+
+
+def test_transformer_schedule_matches_its_formula():
+    import keras
+
+    scale, width, warmup = 0.04, 128, 100
+    with_warmup = translate.TransformerSchedule(scale, width, warmup)
+    without = translate.TransformerSchedule(scale, width, warmup, use_warmup=False)
+    for step in (0, 10, 99, 100, 500, 5000):
+        s = step + 1.0
+        expected = scale * width ** -0.5 * min(s ** -0.5, s * warmup ** -1.5)
+        flat = scale * width ** -0.5 * max(s, warmup) ** -0.5
+        got = float(keras.ops.convert_to_numpy(with_warmup(step)))
+        assert got == pytest.approx(expected, rel=1e-5)
+        assert float(keras.ops.convert_to_numpy(without(step))) == pytest.approx(flat, rel=1e-5)
+
+
+@tf_only
+def test_tfds_path_on_fake_data():
+    tfds = pytest.importorskip("tensorflow_datasets")
+    args = translate.parse_args(["--profile", "cpu", "--limit", "6", "--test-limit", "3"])
+    with tfds.testing.mock_data(num_examples=10):
+        data = translate.load_text(args)
+    assert len(data["train"][0]) == len(data["train"][1]) == 6
+    assert len(data["test"][0]) == 3 and len(data["val"][0]) == 10
+    assert all(isinstance(t, str) for t in data["train"][0] + data["train"][1])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--width", "30", "--heads", "4"], "width must divide by heads"),
+    (["--alpha", "0"], "--alpha 0.0: must be in (0, 1]"),
+    (["--max-length", "2"], "--max-length 2: must be 4 or more"),
+    (["--optimizer", "sgd"], "invalid choice"),
+])
+def test_bad_arguments_are_refused_with_their_names(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        translate.parse_args(["--profile", "cpu", *argv])
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("optimizer", ["lookahead-adam", "adafactor"])
+def test_tiny_run_trains_decodes_and_scores(tmp_path, optimizer):
+    folder = _write_corpus(tmp_path / "text", repeat=16)
+    run_dir = tmp_path / "run"
+    argv = [sys.executable, os.path.join(ROOT, "examples", "translate.py"), "--profile", "cpu",
+            "--data-dir", str(folder), "--run-dir", str(run_dir), "--optimizer", optimizer,
+            "--layers", "1", "--width", "32", "--heads", "2", "--ffn", "64",
+            "--vocab-size", "150", "--max-length", "12", "--batch-size", "8", "--epochs", "2",
+            "--warmup", "10", "--log-every", "2", "--verbose", "0"]
+    out = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    record = json.loads((run_dir / "record.json").read_text())
+    assert record["train_pairs"] == 80 and record["steps_per_epoch"] == 10
+    assert 0.0 <= record["bleu"] <= 100.0
+    assert len(record["samples"]) == 5 and all(isinstance(s["output"], str)
+                                               for s in record["samples"])
+    steps = [s for s, _ in record["curve"]]
+    assert steps == list(range(2, 21, 2))  # every 2nd of 20 inner steps
+    assert record["curve"][-1][1] < record["curve"][0][1]  # five sentences, repeated: learns
