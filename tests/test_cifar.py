@@ -189,7 +189,9 @@ def test_small_run_learns_and_records_every_epoch(tmp_path, optimizer):
     assert [e["epoch"] for e in record["epochs"]] == [1, 2, 3]
     assert record["steps_per_epoch"] == 320 // 16
     assert record["final"]["test_accuracy"] > 0.3  # ten colour classes: chance is 0.1
-    assert record["final"]["train_loss"] < record["epochs"][0]["train_loss"]
+    # the training loss fit reports falls (the evaluated one, in inference mode, can be noisy
+    # after 60 steps: BatchNormalization's moving statistics are young)
+    assert record["epochs"][-1]["fit_loss"] < record["epochs"][0]["fit_loss"]
 
 
 @pytest.mark.skipif(BACKEND != "jax", reason="the JAX refusal")
