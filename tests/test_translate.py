@@ -91,13 +91,13 @@ def test_bleu_of_the_references_themselves_is_100_and_of_nothing_is_0():
 def test_transformer_schedule_matches_its_formula():
     import keras
 
-    scale, width, warmup = 0.04, 128, 100
-    with_warmup = translate.TransformerSchedule(scale, width, warmup)
-    without = translate.TransformerSchedule(scale, width, warmup, use_warmup=False)
+    scale, warmup = 0.04, 100
+    with_warmup = translate.TransformerSchedule(scale, warmup)
+    without = translate.TransformerSchedule(scale, warmup, use_warmup=False)
     for step in (0, 10, 99, 100, 500, 5000):
         s = step + 1.0
-        expected = scale * width ** -0.5 * min(s ** -0.5, s * warmup ** -1.5)
-        flat = scale * width ** -0.5 * max(s, warmup) ** -0.5
+        expected = scale * min(s ** -0.5, s * warmup ** -1.5)
+        flat = scale * max(s, warmup) ** -0.5
         got = float(keras.ops.convert_to_numpy(with_warmup(step)))
         assert got == pytest.approx(expected, rel=1e-5)
         assert float(keras.ops.convert_to_numpy(without(step))) == pytest.approx(flat, rel=1e-5)
