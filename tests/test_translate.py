@@ -139,7 +139,7 @@ def test_tiny_run_trains_decodes_and_scores(tmp_path, optimizer):
     assert out.returncode == 0, out.stderr[-3000:]
     record = json.loads((run_dir / "record.json").read_text())
     assert record["train_pairs"] == 80 and record["steps_per_epoch"] == 10
-    assert 0.0 <= record["bleu"] <= 100.0
+    assert 0.0 <= record["bleu"] <= 100.0 + 1e-9  # sacreBLEU can round to 100.00000000000004
     assert len(record["samples"]) == 5 and all(isinstance(s["output"], str)
                                                for s in record["samples"])
     steps = [s for s, _ in record["curve"]]
