@@ -236,3 +236,16 @@ def test_sweep_resumes_and_reports(tmp_path):
     assert "| interpolate |" in report and "Zhang et al. 2019" in report
     assert set(json.loads((tmp_path / "cifar.json").read_text())["runs"]) == {
         "state-maintain", "state-interpolate", "state-reset"}
+
+
+@tf_only
+def test_paper_profile_runs_a_few_steps(tmp_path):
+    # the full-width ResNet-18 of the paper profile, 2 steps on synthetic images
+    args = cifar.parse_args(["--optimizer", "lookahead-sgd", "--synthetic", "320",
+                             "--epochs", "1", "--milestones", "", "--steps-per-epoch", "2",
+                             "--no-train-eval", "--verbose", "0",
+                             "--out", str(tmp_path / "paper.json")])
+    record = cifar.run(args)
+    assert (args.width, args.batch_size, args.weight_decay) == (64, 128, 5e-4)
+    assert record["params"] == 11_173_962  # ResNet-18, CIFAR variant, 10 classes
+    assert record["steps_per_epoch"] == 2 and np.isfinite(record["final"]["test_loss"])

@@ -145,3 +145,19 @@ def test_tiny_run_trains_decodes_and_scores(tmp_path, optimizer):
     steps = [s for s, _ in record["curve"]]
     assert steps == list(range(2, 21, 2))  # every 2nd of 20 inner steps
     assert record["curve"][-1][1] < record["curve"][0][1]  # five sentences, repeated: learns
+
+
+@tf_only
+def test_paper_profile_runs_a_few_steps(tmp_path):
+    # Transformer base (6+6 layers, width 512, 8 heads) with the paper profile's schedule and
+    # Lookahead; a tiny corpus, short sequences and 2 steps, so that it fits in a test
+    folder = _write_corpus(tmp_path / "text", repeat=4)
+    args = translate.parse_args([
+        "--profile", "paper", "--optimizer", "lookahead-adam", "--data-dir", str(folder),
+        "--run-dir", str(tmp_path / "run"), "--vocab-size", "150", "--max-length", "12",
+        "--batch-size", "8", "--steps", "2", "--test-limit", "2", "--verbose", "0"])
+    record = translate.run(args)
+    assert (args.layers, args.width, args.heads, args.ffn) == (6, 512, 8, 2048)
+    assert record["steps_per_epoch"] == 2 and len(record["curve"]) == 0  # log every 20
+    assert record["params"] > 30_000_000
+    assert 0.0 <= record["bleu"] <= 100.0 + 1e-9
