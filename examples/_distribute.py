@@ -60,12 +60,17 @@ class Distribution:
         return contextlib.nullcontext()
 
 
-def make(args, layout_map=None, global_batch=None):
+def make(args, layout_map=None, global_batch=None, fit=False):
     """The Distribution that `args.strategy` asks for; call it before any other TF/JAX work.
 
     `layout_map(mesh)` returns a keras.distribution.LayoutMap for --strategy model-parallel.
-    `global_batch`, if given, is checked to split evenly over the replicas.
+    `global_batch`, if given, is checked to split evenly over the replicas. `fit=True`: the
+    caller trains with `model.fit`, which Keras 3.15 cannot run under multiworker.
     """
+    if fit and args.strategy == "multiworker":
+        raise SystemExit("--strategy multiworker: Keras 3.15's fit cannot run under "
+                         "MultiWorkerMirroredStrategy for any optimizer (keras #20585); "
+                         "examples/distributed.py trains there with a custom loop")
     dist = _make(args, layout_map)
     if global_batch is not None and global_batch % dist.replicas:
         raise SystemExit(f"--batch-size {global_batch}: must be divisible by the "

@@ -469,10 +469,7 @@ def make_callbacks(args, model, test, train_eval, record):
 def run(args):
     import keras
 
-    dist = _distribute.make(args)
-    if args.batch_size % dist.replicas:
-        raise SystemExit(f"--batch-size {args.batch_size}: must be divisible by the "
-                         f"{dist.replicas} replicas of --strategy {args.strategy}")
+    dist = _distribute.make(args, global_batch=args.batch_size, fit=True)
     keras.utils.set_random_seed(args.seed)
     train, test, classes, n_train = load_splits(args)
     fit_ds, test_ds, train_eval = pipelines(args, train, test, n_train)

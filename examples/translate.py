@@ -325,7 +325,7 @@ def bleu(hypotheses, references):
 def run(args):
     import keras
 
-    dist = _distribute.make(args, global_batch=args.batch_size)
+    dist = _distribute.make(args, global_batch=args.batch_size, fit=True)
     keras.utils.set_random_seed(args.seed)
     data = load_text(args)
     toks = tokenizers(args, *data["train"])

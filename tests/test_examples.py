@@ -80,3 +80,11 @@ def test_strategy_for_the_other_backend_is_refused_with_the_fix():
     other = "mirrored" if BACKEND != "tensorflow" else "data-parallel"
     with pytest.raises(SystemExit, match=f"--strategy {other} .*KERAS_BACKEND="):
         _distribute.make(distributed.parse_args(["--strategy", other]))
+
+
+def test_fit_based_examples_refuse_multiworker_with_the_reason():
+    import _distribute
+    import distributed
+
+    with pytest.raises(SystemExit, match="keras #20585"):
+        _distribute.make(distributed.parse_args(["--strategy", "multiworker"]), fit=True)
