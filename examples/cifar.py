@@ -47,6 +47,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _distribute  # noqa: E402
+from _args import fill_from_profile, require_counts  # noqa: E402
 from _data import local_folder  # noqa: E402
 
 PROFILES = {
@@ -118,19 +119,13 @@ def parse_args(argv=None):
     _distribute.add_arguments(p)
     args = p.parse_args(argv)
 
-    for key, value in PROFILES[args.profile].items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    fill_from_profile(args, PROFILES[args.profile])
     if args.lr is None:
         args.lr = DEFAULT_LR[args.optimizer]
     if args.dataset == "imagenet2012" and args.profile != "imagenet" and args.model == "resnet18":
         p.error("--dataset imagenet2012: use --profile imagenet (ResNet-50, 224x224)")
-    for name in ("epochs", "batch_size", "k", "width", "image_size"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} {getattr(args, name)}: must be 1 or more")
-    for name in ("limit", "test_limit", "synthetic", "steps_per_epoch"):
-        if getattr(args, name) < 0:
-            p.error(f"--{name.replace('_', '-')} {getattr(args, name)}: must be 0 or more")
+    require_counts(p, args, positive=("epochs", "batch_size", "k", "width", "image_size"),
+                   non_negative=("limit", "test_limit", "synthetic", "steps_per_epoch"))
     if not 0.0 < args.alpha <= 1.0:
         p.error(f"--alpha {args.alpha}: must be in (0, 1]")
     if args.lr <= 0 or not 0.0 <= args.momentum < 1.0:

@@ -199,6 +199,16 @@ def plot_robustness(runs, path):
     fig.savefig(path, dpi=110)
 
 
+def one_seed_table(title, column, runs, prefix):
+    """A markdown section: one row per run, named without `prefix`."""
+    lines = [f"## {title}", "", f"| {column} | test accuracy % | training loss |",
+             "|---|---|---|"]
+    for n, r in sorted(runs.items()):
+        lines.append(f"| {n[len(prefix):]} | {100 * r['final']['test_accuracy']:.2f} | "
+                     f"{r['final']['train_loss']:.4f} |")
+    return lines + [""]
+
+
 def write_report(args):
     runs = load_runs(args.out, args.profile)
     if not runs:
@@ -242,21 +252,13 @@ def write_report(args):
         plot_curves(groups, os.path.join(args.out, "cifar_curves.png"), args.profile)
     fig8 = {n: r for n, r in runs.items() if n.startswith(("fig8-", "fig9-"))}
     if fig8:
-        lines += ["## Robustness (Figs. 8 and 9), one seed each", "",
-                  "| run | test accuracy % | training loss |", "|---|---|---|"]
-        for n, r in sorted(fig8.items()):
-            lines.append(f"| {n} | {100 * r['final']['test_accuracy']:.2f} | "
-                         f"{r['final']['train_loss']:.4f} |")
-        lines += ["", "![robustness](cifar_robustness.png)", ""]
+        lines += one_seed_table("Robustness (Figs. 8 and 9), one seed each", "run", fig8, "")
+        lines += ["![robustness](cifar_robustness.png)", ""]
         plot_robustness(runs, os.path.join(args.out, "cifar_robustness.png"))
     states = {n: r for n, r in runs.items() if n.startswith("state-")}
     if states:
-        lines += ["## Inner optimizer state at a sync (App. C.5), Lookahead(SGD), one seed", "",
-                  "| inner_state | test accuracy % | training loss |", "|---|---|---|"]
-        for n, r in sorted(states.items()):
-            lines.append(f"| {n[6:]} | {100 * r['final']['test_accuracy']:.2f} | "
-                         f"{r['final']['train_loss']:.4f} |")
-        lines.append("")
+        lines += one_seed_table("Inner optimizer state at a sync (App. C.5), Lookahead(SGD), "
+                                "one seed", "inner_state", states, "state-")
     lines += ["## Published numbers, for reading beside ours", "",
               "Full CIFAR at 200 epochs on accelerators; not comparable in absolute terms with "
               "a reduced profile, only in the ordering and the size of the gaps.", "",
