@@ -54,6 +54,7 @@ TARGET_OPTIMIZER = ov.TARGET_OPTIMIZER  # Lookahead(Adam)/Adam at k=5, compiled 
 TARGET_FIT = ov.TARGET_FIT
 COMPILED = {("tensorflow", "XLA"), ("tensorflow", "graph"), ("jax", "jit")}
 MEMORY_PARAMS = 16_000_000
+NEVER = 10**9  # a sync period no measurement reaches
 INNER_STATES = ("maintain", "reset", "interpolate")
 MODES = {"tensorflow": ("XLA", "graph"), "jax": ("jit",), "torch": ("eager",)}
 
@@ -63,15 +64,21 @@ def calls_for(size, args):
     return max(2, int(args.calls * 4_000_000 / size))
 
 
-def cycle_rounds(calls, k, args):
+def cycle_rounds(calls, k, args, rounds=None):
     """(calls, rounds) for a Lookahead comparison: every round a whole number of sync periods.
 
     A round's ratio is its Lookahead time over its inner time; a round of 2 calls at k=5 holds
     one sync or none, and the median over such rounds falls below the true mean cost (it
     measured 0.92-0.99 at 16M-64M, below 1). So a round takes the next multiple of k calls,
     and the rounds shrink to keep about the same number of calls, at least 3 of them."""
+    rounds = args.rounds if rounds is None else rounds
     per_round = k * -(-calls // k)
-    return per_round, max(min(3, args.rounds), round(args.rounds * calls / per_round))
+    return per_round, max(min(3, rounds), round(rounds * calls / per_round))
+
+
+def is_headline(backend, mode, inner_name, k=PEER_K):
+    """The cells the target is judged on: Lookahead(Adam) at k=5 on a compiled path."""
+    return inner_name == "Adam" and k == PEER_K and (backend, mode) in COMPILED
 
 
 # -- scaling and peers ---------------------------------------------------------------------------
@@ -86,16 +93,28 @@ def scaling_rows(backend, args):
     calls = calls_for(size, args)
     optimizer_step, sync_step = modes_of(shapes)[mode]
     base = optimizer_step(make_inner)
-    sync = h.compare(base, sync_step(), calls=calls, rounds=args.rounds)
+    # The headline cells and the sync timing their limit comes from get more rounds: per-round
+    # ratios spread by about +-0.1 here, and at 16M-64M a k=5 cell has only 3 rounds otherwise.
+    headline = args.headline_rounds if is_headline(backend, mode, inner_name) else args.rounds
+    sync = h.compare(base, sync_step(), calls=calls, rounds=headline)
+    never = None
+    if is_headline(backend, mode, inner_name):
+        # Lookahead whose sync never comes: the per-step cost of its form alone (the selects
+        # under XLA read and write the slow weights on every step).
+        la = optimizer_step(lambda: keras_lookahead.Lookahead(
+            make_inner(), sync_period=NEVER, slow_step_size=ov.ALPHA))
+        never = h.compare(base, la, calls=calls, rounds=headline)["ratio"]
+        del la
     rows = []
     for k in args.ks:
         la = optimizer_step(lambda: keras_lookahead.Lookahead(
             make_inner(), sync_period=k, slow_step_size=ov.ALPHA))
-        k_calls, k_rounds = cycle_rounds(calls, k, args)
+        k_calls, k_rounds = cycle_rounds(
+            calls, k, args, headline if is_headline(backend, mode, inner_name, k) else None)
         r = h.compare(base, la, calls=k_calls, rounds=k_rounds)
         r.update(backend=backend, mode=mode, inner=inner_name, k=k, params=size,
                  implementation="keras_lookahead", sync_over_inner=sync["ratio"],
-                 limit=1 + sync["ratio"] / k)
+                 limit=1 + sync["ratio"] / k, never_sync=never)
         rows.append(r)
         h.progress(f"  {backend:10s} {mode:5s} {size / 1e6:3g}M {inner_name:18s} "
                    f"k={k:2d}: {r['ratio']:.3f} (limit {r['limit']:.3f})")
@@ -393,7 +412,9 @@ def write_markdown(path, payload):
              "Every ratio is the median over rounds of (candidate time / baseline time), the "
              "two called alternately, call by call, in one process per backend after warm-up "
              f"({args['rounds']} rounds for the optimizer, with about the same time per round at "
-             "every size; for Lookahead every round is a whole number of sync periods, so fewer "
+             f"every size, {args.get('headline_rounds', args['rounds'])} for the headline's "
+             "compiled cells and their limit; "
+             "for Lookahead every round is a whole number of sync periods, so fewer "
              f"and longer rounds at large k and size, at least 3; {args['fit_rounds']} rounds of two {args['fit_steps']}-step fits for "
              "the models); min–max over rounds in brackets. Per-round ratios on this shared "
              "machine spread by about ±0.1.", ""]
@@ -420,7 +441,10 @@ def write_markdown(path, payload):
             ok = worst <= TARGET_OPTIMIZER
             verdict = "meets" if ok else "**misses**"
             if not ok:
-                misses.append((backend, mode, worst))
+                misses.append((backend, mode, [
+                    r for r in ours if (r["device"], r["backend"], r["mode"], r["inner"],
+                                        r["k"]) == (device, backend, mode, "Adam", 5)
+                    and r["ratio"] > TARGET_OPTIMIZER]))
         limit = f"{last['limit']:.3f}" if last else "–"
         lines.append(f"| {device} | {backend} | {mode} | " + " | ".join(cells) +
                      f" | {limit} | {verdict} |")
@@ -429,9 +453,21 @@ def write_markdown(path, payload):
               "k-th step. Lookahead's ratio should approach it, and both fall towards 1 as k "
               "grows."]
     if misses:
-        lines += ["", "Misses: " + "; ".join(f"{b} {m}, worst {w:.3f}" for b, m, w in misses) +
-                  ". A ratio above the target while it sits at its limit is the sync's own cost "
-                  "on this machine's memory bandwidth; above the limit is Lookahead's."]
+        lines += ["", "Misses: " + "; ".join(
+            f"{b} {m} at " + ", ".join(
+                f"{r['params'] / 1e6:g}M ({r['ratio']:.3f}, limit {r['limit']:.3f}"
+                + (f", with a sync that never comes {r['never_sync']:.3f}"
+                   if r.get("never_sync") else "")
+                + f", rounds {r['ratio_min']:.2f}–{r['ratio_max']:.2f})" for r in rs)
+            for b, m, rs in misses) + ". A ratio above the target while it sits at its limit "
+            "is the sync's own cost on this machine's memory bandwidth; above the limit is "
+            "Lookahead's, and the ratio with a sync that never comes (sync period 10⁹) is the "
+            "part paid on every step. The floor: a sync moves four weight-sized arrays (reads "
+            "the fast and slow weights, writes both), an Adam step seven (reads weights, "
+            "gradient and two moments, writes three), so where memory bandwidth bounds both, "
+            f"the sync alone costs about 4/7 of a step: 1 + 4/(7·5) = {1 + 4 / 35:.3f} at k=5, "
+            f"{TARGET_OPTIMIZER - 1 - 4 / 35:.3f} under the target. "
+            "keras_lookahead/_sync.py gives the reasons for each path's form."]
 
     lines += ["", "## Scaling: every size, k and inner optimizer", "",
               "Ratio, with the limit in brackets.", "",
@@ -521,6 +557,9 @@ def parse_args(argv):
                    help="comma-separated; those not installed are skipped")
     p.add_argument("--quick", action="store_true", help="smoke run of every part, ~2 minutes")
     p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--headline-rounds", type=int, default=21,
+                   help="rounds for Lookahead(Adam) at k=5 on compiled paths, the target's "
+                        "cells, and for the sync timing of their limit")
     p.add_argument("--calls", type=int, default=10, help="calls per round at 4M parameters")
     p.add_argument("--fit-steps", type=int, default=10)
     p.add_argument("--fit-rounds", type=int, default=5)
@@ -540,8 +579,10 @@ def parse_args(argv):
     if args.quick:
         args.sizes, args.ks, args.inners = (1_000_000,), (1, 5), ("Adam",)
         args.rounds, args.calls, args.fit_steps, args.fit_rounds = 2, 4, 2, 1
+        args.headline_rounds = 2
         args.memory_params = 2_000_000
-    for name in ("rounds", "calls", "fit_steps", "fit_rounds", "memory_params"):
+    for name in ("rounds", "headline_rounds", "calls", "fit_steps", "fit_rounds",
+                 "memory_params"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} {getattr(args, name)}: must be 1 or more")
     return args
@@ -567,7 +608,8 @@ def main(argv=None):
     devices = ["cpu"] + (["gpu"] if gpu_present() else [])
     payload = {"command": h.command_line(), "devices": devices, "optimizer": [], "fit": [],
                "peak_memory": [], "machines": [],
-               "args": {k: getattr(args, k) for k in ("sizes", "ks", "inners", "rounds", "calls",
+               "args": {k: getattr(args, k) for k in ("sizes", "ks", "inners", "rounds",
+                                                      "headline_rounds", "calls",
                                                       "fit_steps", "fit_rounds",
                                                       "memory_params", "quick")}}
     for device in devices:

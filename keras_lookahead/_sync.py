@@ -33,9 +33,18 @@ parameters, Adam, k=5, 2-core CPU; see benchmarks/results/overhead.md):
   rule (every call applies, or every n-th with gradient accumulation). Only an inner optimizer
   that may skip steps on its own (a LossScaleOptimizer) needs one read per step, after its
   update; that optimizer has just made the same kind of read for its own skip decision.
-- JAX: `stateless_apply` under `jax.jit` is XLA, so it takes the select form. Under `jit` the
-  counters are traced values, so the capture at the first update only happens when the values are
-  concrete (eager `apply`); in a jitted step the slow weights start from their value at build.
+- JAX: `stateless_apply` under `jax.jit` is XLA, so it takes the select form. `lax.cond` is no
+  cheaper there: in plain JAX with donated buffers, Adam plus a k=5 sync measures 1.09-1.13x
+  Adam alone in either form at 1M-16M parameters, both at the limit the sync alone sets
+  (1.12x: it moves 4 weight-sized arrays to Adam's 7; benchmarks/jax_sync_forms.py). The
+  target, <= 1.12x at k=5, is met from 4M parameters up (1.05-1.12x, TF XLA alike, in two runs
+  of benchmarks/performance.py) and missed at 1M (1.16-1.17x), where an Adam step takes
+  ~0.5 ms and its five 4 MB arrays may fit in cache: there the selects cost 1.02-1.08x on every
+  step even with a sync that never comes (TF XLA 1.06-1.10x), and the sync step fused into Adam's
+  pass costs more than the standalone sync. lax.cond measured no better at 1M either. Under
+  `jit` the counters are traced values, so the capture at the first update only happens when
+  the values are concrete (eager `apply`); in a jitted step the slow weights start from their
+  value at build.
 
 Training must start from the fast weights. While the model holds the slow weights for
 evaluation (callbacks.py exchanges the two sets of values and sets a flag variable), nothing in

@@ -10,6 +10,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import tf_only
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,6 +37,9 @@ def test_performance_quick_run_writes_every_part(tmp_path):
     assert {r["k"] for r in ours} == {1, 5}
     for r in ours:
         assert math.isfinite(r["ratio"]) and r["ratio"] > 0 and r["limit"] > 1, r
+        # the per-step part is measured where the target is judged: Adam, k=5, compiled
+        headline = r["inner"] == "Adam" and r["k"] == 5 and r["mode"] != "eager"
+        assert (r["never_sync"] is not None) == headline, r
     backends = {b for b, _ in expected_paths}
     assert {(f["backend"], f["model"]) for f in payload["fit"]} == {
         (b, m) for b in backends for m in ("ResNet-style CNN", "Transformer encoder")}
@@ -52,3 +57,16 @@ def test_performance_quick_run_writes_every_part(tmp_path):
                            cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "## Headline" in (tmp_path / "performance.md").read_text()
+
+
+@tf_only
+def test_jax_sync_forms_quick_run_writes_both_forms_and_the_limit(tmp_path):
+    pytest.importorskip("jax")
+    script = os.path.join(ROOT, "benchmarks", "jax_sync_forms.py")
+    out = subprocess.run([sys.executable, script, "--quick", "--out", str(tmp_path)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = json.loads((tmp_path / "jax_sync_forms.json").read_text())["results"]
+    assert set(results) == {"1000000"}
+    assert set(results["1000000"]) == {"select", "cond", "sync alone"}
+    assert "| 1M |" in (tmp_path / "jax_sync_forms.md").read_text()
