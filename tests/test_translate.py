@@ -2,6 +2,7 @@
 Transformer schedule, BLEU, the tfds path on fake data, the arguments, and a tiny run from
 training to BLEU."""
 
+import argparse
 import gzip
 import json
 import os
@@ -124,8 +125,8 @@ def test_transformer_schedule_matches_its_formula():
     import keras
 
     scale, warmup = 0.04, 100
-    with_warmup = translate.TransformerSchedule(scale, warmup)
-    without = translate.TransformerSchedule(scale, warmup, use_warmup=False)
+    with_warmup = translate.transformer_schedule(scale, warmup)
+    without = translate.transformer_schedule(scale, warmup, use_warmup=False)
     for step in (0, 10, 99, 100, 500, 5000):
         s = step + 1.0
         expected = scale * min(s ** -0.5, s * warmup ** -1.5)
@@ -133,6 +134,63 @@ def test_transformer_schedule_matches_its_formula():
         got = float(keras.ops.convert_to_numpy(with_warmup(step)))
         assert got == pytest.approx(expected, rel=1e-5)
         assert float(keras.ops.convert_to_numpy(without(step))) == pytest.approx(flat, rel=1e-5)
+
+
+def test_transformer_schedule_survives_an_optimizer_config_round_trip():
+    import keras
+
+    adam = keras.optimizers.Adam(translate.transformer_schedule(0.04, 100, use_warmup=False))
+    again = keras.optimizers.deserialize(keras.optimizers.serialize(adam))
+    rate = keras.ops.convert_to_numpy(again.learning_rate)  # at iteration 0: the flat rate
+    assert float(rate) == pytest.approx(0.04 * 100 ** -0.5, rel=1e-5)
+    assert again.get_config()["learning_rate"]["config"] == \
+        {"scale": 0.04, "warmup": 100, "use_warmup": False}
+
+
+def test_lr_default_is_each_optimizers_own_and_an_explicit_one_is_kept():
+    import keras
+
+    def lr(*argv):
+        return translate.parse_args(["--profile", "cpu", *argv]).lr
+
+    assert lr("--optimizer", "adam") == lr("--optimizer", "lookahead-adam-nowarmup") == 0.04
+    assert lr("--optimizer", "adafactor") == 0.01  # Shazeer & Stern's cap on the relative step
+    assert lr("--optimizer", "adafactor", "--lr", "0.03") == 0.03
+    adafactor = translate.build_optimizer(translate.parse_args(["--optimizer", "adafactor"]))
+    assert isinstance(adafactor, keras.optimizers.Adafactor) and adafactor.relative_step
+    assert float(keras.ops.convert_to_numpy(adafactor.learning_rate)) == pytest.approx(0.01)
+
+
+def test_sweep_report_averages_seeds_and_lists_the_grid(tmp_path):
+    sys.path.insert(0, ROOT)
+    from benchmarks.nmt import run as nmt
+
+    args = translate.parse_args(["--profile", "cpu"])
+    runs = {"adam-s0": ("adam", 0.04, 20.0), "adam-s1": ("adam", 0.04, 23.0),
+            "adafactor-s0": ("adafactor", 0.01, 11.0),
+            "grid-adafactor-lr0.03": ("adafactor", 0.03, 9.5),
+            "grid-lr0.06-k5": ("lookahead-adam", 0.06, 18.25)}
+    for name, (optimizer, lr, bleu) in runs.items():
+        folder = tmp_path / "nmt" / "runs" / "cpu" / name
+        folder.mkdir(parents=True)
+        record = {"args": {**vars(args), "optimizer": optimizer, "lr": lr,
+                           "k": 5 if name.startswith("grid-lr") else 10},
+                  "train_pairs": 100, "steps_per_epoch": 7, "params": 1234, "bleu": bleu,
+                  "train_seconds": 120.0, "curve": [[1, 9.0], [2, 8.0 - bleu / 100]],
+                  "epochs": [{"epoch": 1, "loss": 3.5}],
+                  "samples": [{"en": "a", "reference": "b", "output": "c"}]}
+        (folder / "record.json").write_text(json.dumps(record))
+    nmt.write_report(argparse.Namespace(out=str(tmp_path), profile="cpu"))
+    report = (tmp_path / "nmt.md").read_text()
+    # mean of 20 and 23, sample standard deviation 3 / sqrt(2)
+    assert "| Adam (warm-up) | 2 | 21.50 ± 2.12 | 20.00, 23.00 | 3.500 | 2.0 | 24.6 |" in report
+    assert "| Adafactor | 1 | 11.00 ± 0.00 |" in report
+    assert "lr scale 0.04" in report and "ρ = 0.01." in report  # the grid's 0.03 is apart
+    assert "| Adafactor | 0.03 | – | 9.50 | 3.500 |" in report
+    assert "| Lookahead(Adam) (warm-up) | 0.06 | 5 | 18.25 | 3.500 |" in report
+    assert (tmp_path / "nmt_curves.png").stat().st_size > 0
+    summary = json.loads((tmp_path / "nmt.json").read_text())["summary"]
+    assert set(summary) == {"adam", "adafactor"} and summary["adam"]["bleu"] == [20.0, 23.0]
 
 
 @tf_only

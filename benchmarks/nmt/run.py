@@ -9,7 +9,7 @@ present.
 
     python benchmarks/nmt/run.py --data-dir ../shared/data/multi30k   # CPU profile, 2 seeds
     python benchmarks/nmt/run.py --profile paper --seeds 1            # tfds WMT'14, accelerator
-    python benchmarks/nmt/run.py --grid --data-dir ...                # lr x k grid for LA(Adam)
+    python benchmarks/nmt/run.py --grid --data-dir ...                # + lr grids, one seed
     python benchmarks/nmt/run.py --report                             # only rewrite the report
 """
 
@@ -34,17 +34,22 @@ LABELS = {"adam": "Adam (warm-up)", "lookahead-adam": "Lookahead(Adam) (warm-up)
 PAPER_BLEU = {"adam": "24.6", "lookahead-adam": "24.70", "lookahead-adam-nowarmup": "24.4",
               "adafactor": "24.51"}
 
+# Adafactor's relative-step cap around its default 0.01 (the paper does not give its setting)
+ADAFACTOR_GRID = ("0.003", "0.03")
+
 
 def runs_for(args):
     runs = []
     for opt in OPTIMIZERS:
         for seed in range(args.seeds):
             runs.append((f"{opt}-s{seed}", ["--optimizer", opt, "--seed", str(seed)]))
-    if args.grid:  # the paper's grid for Lookahead(Adam), one seed
+    if args.grid:  # one seed each: the paper's grid for Lookahead(Adam), and Adafactor's cap
         for lr in ("0.02", "0.04", "0.06"):
             for k in ("5", "10"):
                 runs.append((f"grid-lr{lr}-k{k}", ["--optimizer", "lookahead-adam", "--lr", lr,
                                                    "--k", k]))
+        for lr in ADAFACTOR_GRID:
+            runs.append((f"grid-adafactor-lr{lr}", ["--optimizer", "adafactor", "--lr", lr]))
     return runs
 
 
@@ -116,8 +121,10 @@ def write_report(args):
         if not name.startswith("grid-"):
             groups.setdefault(r["args"]["optimizer"], []).append(r)
     groups = {o: groups[o] for o in OPTIMIZERS if o in groups}
-    a = next(iter(records.values()))["args"]
-    first = next(iter(records.values()))
+    first = next((r for r in records.values() if r["args"]["optimizer"] != "adafactor"),
+                 next(iter(records.values())))
+    a = first["args"]
+    adafactor = sorted({r["args"]["lr"] for r in groups.get("adafactor", [])})
     lines = ["# English→German translation: Lookahead(Adam) against Adam and Adafactor", "",
              f"Written by `{h.command_line()}` from the run records in "
              f"`nmt/runs/{args.profile}/`; do not edit by hand.", "",
@@ -128,7 +135,10 @@ def write_report(args):
              f"{first['steps_per_epoch']} steps, batch {a['batch_size']}, subword "
              f"vocabularies of {a['vocab_size']} per language; Transformer schedule with "
              f"warm-up {a['warmup']} and lr scale {a['lr']}; Lookahead k={a['k']}, "
-             f"α={a['alpha']}. BLEU: sacreBLEU on the test set, greedy decoding, evaluated on "
+             f"α={a['alpha']}"
+             + (f"; Adafactor (Keras's) with relative step min(ρ, 1/√t)·max(10⁻³, RMS(θ)), "
+                f"ρ = {', '.join(map(str, adafactor))}" if adafactor else "")
+             + ". BLEU: sacreBLEU on the test set, greedy decoding, evaluated on "
              "the slow weights for Lookahead.", "",
              f"Machine: {h.machine().get('cpu')}.", "",
              "| optimizer | seeds | test BLEU (mean ± std) | per seed | final training loss | "
@@ -147,8 +157,14 @@ def write_report(args):
                      f"{PAPER_BLEU[opt]} |")
     grid = {n: r for n, r in records.items() if n.startswith("grid-")}
     if grid:
-        lines += ["", "## Lookahead(Adam) grid (one seed)", "", "| run | BLEU |", "|---|---|"]
-        lines += [f"| {n} | {r['bleu']:.2f} |" for n, r in sorted(grid.items())]
+        lines += ["", "## Grid (one seed)", "",
+                  "| optimizer | lr | k | BLEU | final training loss |", "|---|---|---|---|---|"]
+        lines += [f"| {LABELS[r['args']['optimizer']]} | {r['args']['lr']} | "
+                  f"{r['args']['k'] if r['args']['optimizer'] != 'adafactor' else '–'} | "
+                  f"{r['bleu']:.2f} | {r['epochs'][-1]['loss']:.3f} |"
+                  for n, r in sorted(grid.items(), key=lambda i: (i[1]['args']['optimizer'],
+                                                                   i[1]['args']['lr'],
+                                                                   i[1]['args']['k']))]
     lines += ["", "The paper's numbers are for WMT'14 with Transformer base on a TPU; a small "
               "model on Multi30k measures the same comparison on another scale, not the same "
               "quantity.", "", "![curves](nmt_curves.png)", "",
@@ -172,7 +188,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--profile", default="cpu", choices=("cpu", "paper"))
     p.add_argument("--seeds", type=int, default=2)
-    p.add_argument("--grid", action="store_true", help="add the paper's lr x k grid")
+    p.add_argument("--grid", action="store_true",
+                   help="add, one seed each, the paper's lr x k grid for Lookahead(Adam) and "
+                        "Adafactor's cap at 0.003 and 0.03")
     add_common_arguments(p, "examples/translate.py")
     sweep_main(p, argv, run_all, write_report)
 
