@@ -37,8 +37,9 @@ def test_performance_quick_run_writes_every_part(tmp_path):
     assert {r["k"] for r in ours} == {1, 5}
     for r in ours:
         assert math.isfinite(r["ratio"]) and r["ratio"] > 0 and r["limit"] > 1, r
-        # the per-step part is measured where the target is judged: Adam, k=5, compiled
-        headline = r["inner"] == "Adam" and r["k"] == 5 and r["mode"] != "eager"
+        # the per-step part (a sync that never comes) is measured, once per size, where the
+        # target is judged: Adam on the compiled paths
+        headline = r["inner"] == "Adam" and r["mode"] != "eager"
         assert (r["never_sync"] is not None) == headline, r
     backends = {b for b, _ in expected_paths}
     assert {(f["backend"], f["model"]) for f in payload["fit"]} == {
