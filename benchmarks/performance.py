@@ -21,6 +21,8 @@ visible (the "device" column); here only the CPU is.
     python benchmarks/performance.py                  # everything, under 20 minutes on 2 cores
     python benchmarks/performance.py --quick          # a smoke run of every part (~2 minutes)
     python benchmarks/performance.py --backends jax   # one backend
+    python benchmarks/performance.py --sizes 4000000,16000000 --ks 5 --inners Adam \
+        --optimizer-only --out /tmp/perf              # the headline cells alone
     python benchmarks/performance.py --from-json      # rewrite .md/.png from performance.json
 """
 
@@ -57,6 +59,7 @@ MEMORY_PARAMS = 16_000_000
 NEVER = 10**9  # a sync period no measurement reaches
 INNER_STATES = ("maintain", "reset", "interpolate")
 MODES = {"tensorflow": ("XLA", "graph"), "jax": ("jit",), "torch": ("eager",)}
+INNERS = ("Adam", "SGD(momentum=0.9)")
 
 
 def calls_for(size, args):
@@ -567,11 +570,32 @@ def parse_args(argv):
     p.add_argument("--worker-size", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--worker-mode", default="", help=argparse.SUPPRESS)
     p.add_argument("--worker-inner", default="", help=argparse.SUPPRESS)
+    p.add_argument("--sizes", help="comma-separated parameter counts of the scaling part "
+                   f"(default {','.join(map(str, SIZES))})")
+    p.add_argument("--ks", help=f"comma-separated sync periods (default {','.join(map(str, KS))})")
+    p.add_argument("--inners", help=f"comma-separated inner optimizers, of {', '.join(INNERS)} "
+                   "(default all)")
+    p.add_argument("--optimizer-only", action="store_true",
+                   help="only the optimizer-step part: no fit steps, no memory")
     p.add_argument("--peak-memory", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    args.sizes, args.ks, args.inners = SIZES, KS, ("Adam", "SGD(momentum=0.9)")
+    given = {name: getattr(args, name) for name in ("sizes", "ks", "inners")}
+    args.sizes, args.ks, args.inners = SIZES, KS, INNERS
     if args.quick:
         args.sizes, args.ks, args.inners = (1_000_000,), (1, 5), ("Adam",)
+    for name, parse in (("sizes", int), ("ks", int), ("inners", str)):
+        if given[name] is None:
+            continue
+        try:
+            values = tuple(parse(v) for v in given[name].split(",") if v)
+        except ValueError:
+            p.error(f"--{name} {given[name]!r}: must be comma-separated integers")
+        if not values or (parse is int and min(values) < 1):
+            p.error(f"--{name} {given[name]!r}: must list values of 1 or more")
+        setattr(args, name, values)
+    unknown = sorted(set(args.inners) - set(INNERS))
+    if unknown:
+        p.error(f"--inners: unknown {unknown}; choose from {list(INNERS)}")
         args.rounds, args.calls, args.fit_steps, args.fit_rounds = 2, 4, 2, 1
         args.headline_rounds = 2
         args.memory_params = 2_000_000
@@ -605,7 +629,8 @@ def main(argv=None):
                "args": {k: getattr(args, k) for k in ("sizes", "ks", "inners", "rounds",
                                                       "headline_rounds", "calls",
                                                       "fit_steps", "fit_rounds",
-                                                      "memory_params", "quick")}}
+                                                      "memory_params", "quick",
+                                                      "optimizer_only")}}
     for device in devices:
         for backend in backends:
             if importlib.util.find_spec(backend) is None:
@@ -615,7 +640,9 @@ def main(argv=None):
             if device == "cpu":
                 env["CUDA_VISIBLE_DEVICES"] = ""  # the CPU column even where a GPU is present
             parts = [(size, mode, inner) for size in args.sizes for mode in MODES[backend]
-                     for inner in args.inners] + [(0, "", "")]  # last: fit steps and memory
+                     for inner in args.inners]
+            if not args.optimizer_only:
+                parts.append((0, "", ""))  # last: fit steps and memory
             for size, mode, inner in parts:
                 with tempfile.TemporaryDirectory() as tmp:
                     out = os.path.join(tmp, "worker.json")
