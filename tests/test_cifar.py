@@ -183,14 +183,16 @@ def test_small_run_learns_and_records_every_epoch(tmp_path, optimizer):
         pytest.skip("polyak-sgd refuses JAX (tested below)")
     path = tmp_path / "run.json"
     _run_script(*TINY, "--synthetic", "400", "--epochs", "3", "--milestones", "",
-                "--optimizer", optimizer, "--lr", "0.05" if "sgd" in optimizer else "0.003",
+                "--optimizer", optimizer, "--lr", "0.02" if "sgd" in optimizer else "0.003",
                 "--out", str(path))
     record = json.loads(path.read_text())
     assert [e["epoch"] for e in record["epochs"]] == [1, 2, 3]
     assert record["steps_per_epoch"] == 320 // 16
     assert record["final"]["test_accuracy"] > 0.3  # ten colour classes: chance is 0.1
     # the training loss fit reports falls (the evaluated one, in inference mode, can be noisy
-    # after 60 steps: BatchNormalization's moving statistics are young)
+    # after 60 steps: BatchNormalization's moving statistics are young). At lr 0.05 plain SGD
+    # was at the edge of stability here: its loss went 2.16, 1.59, 2.27 on TF 2.21 (the same
+    # every run); at 0.02 every optimizer's falls by a quarter or more (1.83 -> 1.37 for SGD).
     assert record["epochs"][-1]["fit_loss"] < record["epochs"][0]["fit_loss"]
 
 
