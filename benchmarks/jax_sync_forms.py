@@ -1,6 +1,6 @@
 """Which form of the conditional sync is cheaper under jax.jit: element-wise selects or lax.cond?
 
-keras_lookahead's JAX path writes the sync as selects (keras_lookahead/_sync.py explains why for
+keras_lookahead's JAX path writes the sync as selects (docs/design.md explains why for
 XLA). This script checks the alternative in plain JAX, outside Keras, so that only the form
 differs: one jitted, buffer-donating step of Adam on a flat float32 vector, alone, then with the
 Lookahead sync every k-th step written (a) as `jnp.where` selects and (b) as `lax.cond`, and the

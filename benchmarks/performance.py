@@ -464,7 +464,7 @@ def write_markdown(path, payload):
             "gradient and two moments, writes three), so where memory bandwidth bounds both, "
             f"the sync alone costs about 4/7 of a step: 1 + 4/(7·5) = {1 + 4 / 35:.3f} at k=5, "
             f"{TARGET_OPTIMIZER - 1 - 4 / 35:.3f} under the target. "
-            "keras_lookahead/_sync.py gives the reasons for each path's form."]
+            "docs/design.md gives the reasons for each path's form."]
 
     lines += ["", "## Scaling: every size, k and inner optimizer", "",
               "Ratio, with the limit in brackets.", "",

@@ -16,27 +16,16 @@ step received (at θ_{t,k−1}) is used.
 import keras
 from keras import ops
 
-from keras_lookahead import inner_state
+from keras_lookahead import _keras_compat as compat
 
 # class -> (attribute with one second-moment variable per model variable, attribute with its
-# decay rate, used for the bias correction 1 − rate^t).
-_SECOND_MOMENTS = {}
-
-
-def _register_keras_optimizers():
-    opt = keras.optimizers
-    # AdamW subclasses Adam. RMSprop's accumulator is the same kind of average, started at zero,
-    # so it takes the same correction.
-    for cls in (opt.Adam, opt.Nadam, opt.Lamb):
-        _SECOND_MOMENTS[cls] = ("_velocities", "beta_2")
-    _SECOND_MOMENTS[opt.RMSprop] = ("_velocities", "rho")
-
-
-_register_keras_optimizers()
+# decay rate, used for the bias correction 1 − rate^t). Keras's slot names: _keras_compat.py.
+# AdamW subclasses Adam and is covered by it.
+_SECOND_MOMENTS = {cls: (slot, rate) for cls, slot, rate in compat.keras_second_moments()}
 
 
 def _lookup(optimizer):
-    owner = inner_state._unwrap(optimizer)
+    owner = compat.innermost(optimizer)
     for cls in type(owner).__mro__:
         if cls in _SECOND_MOMENTS:
             return owner, _SECOND_MOMENTS[cls]
@@ -70,7 +59,7 @@ def _inner_curvature(optimizer):
     rate = ops.cast(getattr(owner, rate_name), "float32")
     correction = ops.subtract(1.0, ops.power(rate, t))
     return [None if v is None else ops.divide(ops.cast(v, "float32"), correction)
-            for v in getattr(owner, attribute)]
+            for v in compat.slots(owner, attribute)]
 
 
 def estimate(la, grads):
@@ -78,7 +67,7 @@ def estimate(la, grads):
 
     `grads` are aligned with the variables the optimizer was built with.
     """
-    variables = la._trainable_variables
+    variables = la._built_variables()
     if la._curvature is not None:
         diag = list(la._curvature(list(variables)))
         if len(diag) != len(variables):
@@ -90,7 +79,7 @@ def estimate(la, grads):
         diag = _inner_curvature(la.inner_optimizer)
     num = ops.zeros((), "float32")
     den = ops.zeros((), "float32")
-    for fast, slow, g, a in zip(variables, la._slow_weights, grads, diag):
+    for fast, slow, g, a in zip(variables, la.slow_weights, grads, diag):
         if slow is None or g is None or a is None:
             continue
         d = ops.subtract(ops.cast(slow, "float32"), ops.cast(fast, "float32"))

@@ -14,6 +14,7 @@ import contextlib
 
 import keras
 
+from keras_lookahead import _keras_compat as compat
 from keras_lookahead.lookahead import Lookahead
 
 _AT_END = ("slow", "fast")
@@ -31,10 +32,9 @@ def find_lookahead(model_or_optimizer):
     obj = model_or_optimizer
     opt = obj if isinstance(obj, keras.optimizers.Optimizer) else getattr(obj, "optimizer", None)
     seen = opt
-    while opt is not None:
+    for opt in compat.wrapper_chain(opt):
         if isinstance(opt, Lookahead):
             return opt
-        opt = getattr(opt, "inner_optimizer", None)
     raise ValueError(
         "keras_lookahead: no Lookahead optimizer found in "
         f"{type(model_or_optimizer).__name__} (its optimizer is "

@@ -13,6 +13,8 @@ custom optimizer.
 
 import keras
 
+from keras_lookahead import _keras_compat as compat
+
 MAINTAIN = "maintain"
 RESET = "reset"
 INTERPOLATE = "interpolate"
@@ -31,7 +33,8 @@ def register_first_moments(optimizer_class, attribute, has_first_moments=None):
             too unless registered themselves.
         attribute: name of the attribute that, once the optimizer is built, holds a list with one
             first-moment variable per model variable, in the order the optimizer was built with
-            (`None` entries are allowed, e.g. for variables updated by overwriting).
+            (`None` entries are allowed, e.g. for variables updated by overwriting), or a dict
+            from variable path to that variable.
         has_first_moments: optional callable `optimizer -> bool` for classes whose first moments
             depend on a hyperparameter (e.g. SGD without momentum keeps none).
 
@@ -60,35 +63,16 @@ def register_first_moments(optimizer_class, attribute, has_first_moments=None):
 
 
 def _register_keras_optimizers():
-    opt = keras.optimizers
-    register_first_moments(opt.SGD, "momentums", lambda o: o.momentum != 0)
-    register_first_moments(opt.RMSprop, "_momentums", lambda o: o.momentum > 0)
-    # AdamW subclasses Adam and is covered by it.
-    for cls in (opt.Adam, opt.Nadam, opt.Lamb, opt.Lion):
-        register_first_moments(cls, "_momentums")
-    register_first_moments(opt.Adamax, "_m")
-    if hasattr(opt, "Muon"):
-        register_first_moments(opt.Muon, "momentums")
-    # Not registered, on purpose: Adagrad, Adadelta, Ftrl, Adafactor keep no first moment, and
-    # ScheduleFreeAdamW's "momentum" slot is its z sequence, not a momentum.
+    # Their (private) slot names, and the ones left out on purpose, are in _keras_compat.py.
+    for cls, attribute, predicate in compat.keras_first_moments():
+        register_first_moments(cls, attribute, predicate)
 
 
 _register_keras_optimizers()
 
 
-def _unwrap(optimizer):
-    """The optimizer that owns the slots, looking through wrappers like LossScaleOptimizer."""
-    seen = set()
-    while (hasattr(optimizer, "inner_optimizer")
-           and isinstance(optimizer.inner_optimizer, keras.optimizers.Optimizer)
-           and id(optimizer) not in seen):
-        seen.add(id(optimizer))
-        optimizer = optimizer.inner_optimizer
-    return optimizer
-
-
 def _lookup(optimizer):
-    owner = _unwrap(optimizer)
+    owner = compat.innermost(optimizer)
     for cls in type(owner).__mro__:
         if cls in _REGISTRY:
             attribute, predicate = _REGISTRY[cls]
@@ -127,10 +111,4 @@ def first_moments(optimizer):
     owner, attribute = _lookup(optimizer)
     if attribute is None:
         return []
-    slots = getattr(owner, attribute, None)
-    if slots is None:
-        raise ValueError(
-            f"Lookahead: {type(owner).__name__} has no attribute {attribute!r} after build; "
-            "its first moments were registered under a name it does not use."
-        )
-    return list(slots)
+    return compat.slots(owner, attribute)

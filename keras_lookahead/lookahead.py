@@ -1,4 +1,17 @@
-"""The Lookahead optimizer wrapper (Zhang, Lucas, Hinton & Ba, 2019)."""
+"""The Lookahead optimizer wrapper (Zhang, Lucas, Hinton & Ba, 2019).
+
+Algorithm 1 of the paper, with the inner optimizer A updating the fast weights θ:
+
+    for each step:  θ ← θ + A(θ)                      (the inner optimizer, as configured)
+                    if A applied its k-th update since the last sync:
+                        φ ← φ + α (θ − φ);  θ ← φ       (`slow_update`)
+                        m ← policy(m, m_prev, α)        (`momentum_update`, App. C.5)
+
+The three functions below are the algorithm on values; `Lookahead` holds the state (φ, m_prev,
+counters) and its arguments, and `_forms.py` runs the step in the form each execution mode needs
+(a branch in TensorFlow graphs, selects under XLA and JAX, host-counted fused ops in PyTorch),
+every form calling these functions.
+"""
 
 import math
 import numbers
@@ -7,9 +20,51 @@ import warnings
 import keras
 from keras import ops
 
-from keras_lookahead import _sync
+from keras_lookahead import _forms
+from keras_lookahead import _keras_compat as compat
 from keras_lookahead import adaptive
 from keras_lookahead import inner_state as policies
+
+
+def slow_update(slow, fast, alpha):
+    """φ + α (θ − φ): the slow weights after a sync; the fast weights restart from it.
+
+    With α = 1 (a Python float) the fast weights are returned as they are: φ + (θ − φ) can
+    round differently from θ.
+    """
+    if isinstance(alpha, float) and alpha == 1.0:
+        return fast
+    alpha = ops.cast(alpha, slow.dtype)
+    return ops.add(slow, ops.multiply(alpha, ops.subtract(fast, slow)))
+
+
+def momentum_update(policy, m, m_prev, alpha):
+    """The inner optimizer's first moment right after a sync (paper, App. C.5).
+
+    "reset": 0. "interpolate" (the authors' "pullback"): α m + (1 − α) m_prev, m_prev being the
+    moment right after the previous sync (0 before the first). "maintain" never gets here.
+    """
+    if policy == policies.RESET:
+        return ops.zeros_like(m)
+    alpha = ops.cast(alpha, m.dtype)
+    return ops.add(ops.multiply(alpha, m), ops.multiply(ops.subtract(1, alpha), m_prev))
+
+
+def sync_is_due(applied, since_sync, k):
+    """Does this step sync: the inner optimizer applied an update, the k-th since the last sync?
+
+    `since_sync` counts the applied updates since the last sync, this one included. Operators
+    only, so that the host-counted form (Python ints) and the device forms (tensors) share it.
+    """
+    return applied & (since_sync >= k)
+
+
+def since_sync_at(count, k):
+    """Applied updates since the last sync after `count` updates with a constant k (syncs fall
+    at multiples of k): (count − 1) mod k + 1, which reaches k exactly at a sync. Also the
+    number of syncs done before this one: (count − 1) // k."""
+    return (count - 1) % k + 1, (count - 1) // k
+
 
 ADAPTIVE = "adaptive"
 
@@ -28,6 +83,7 @@ _BASE_OPTIONS = {
 }
 
 
+@compat.proxy_current_learning_rate
 @keras.saving.register_keras_serializable(package="keras_lookahead")
 class Lookahead(keras.optimizers.Optimizer):
     """Lookahead: k steps forward with an inner optimizer, then one step back.
@@ -127,17 +183,13 @@ class Lookahead(keras.optimizers.Optimizer):
         self._inner_state = inner_state
         self._min_slow_step_size = min_slow_step_size
         self._curvature = curvature
-        # torch only: host copies of the k-schedule counters (None: read them from the device).
-        self._host_since_sync = None
-        self._host_syncs = None
-        self._host_k = None
         self._slow_weights = []
         self._cached_moments = []
         # 1 while the model variables hold the slow weights and the slow-weight variables the
         # fast ones (callbacks.py swaps them by exchange). Saved with the state, so a checkpoint
         # written during the swap resumes exactly. Made here, eagerly, like the base class's
         # iteration counter: a variable made while a step is traced has no value until the step
-        # runs, and the flag is read at trace time (_sync.py).
+        # runs, and the flag is read at trace time (_forms.py).
         with keras.name_scope(self.name, caller=self):
             self._slow_in_model = keras.Variable(
                 0, name="slow_weights_in_model", dtype="int32", trainable=False,
@@ -146,9 +198,8 @@ class Lookahead(keras.optimizers.Optimizer):
         # Whether the model variables hold the slow weights (callbacks.py), mirrored on the host
         # so that the per-step check of an eager step reads nothing; None means "read the flag".
         self._host_slow_in_model = False
-        # torch only: the inner optimizer's count of apply calls, kept on the host (see _sync.py);
-        # None means "read it from the device at the next step".
-        self._host_micro_steps = None
+        # How a step runs in this backend's execution modes, with its own host state (_forms.py).
+        self._form = _forms.for_backend(self)
 
     # -- read-only hyperparameters -----------------------------------------------------------
 
@@ -232,9 +283,6 @@ class Lookahead(keras.optimizers.Optimizer):
     def learning_rate(self, learning_rate):
         self._inner.learning_rate = learning_rate
 
-    def _get_current_learning_rate(self):
-        return self._inner._get_current_learning_rate()
-
     @property
     def iterations(self):
         return self._inner.iterations
@@ -255,10 +303,11 @@ class Lookahead(keras.optimizers.Optimizer):
         self._inner.build(var_list)
         # One slow weight per trainable variable, placed like it (add_variable_from_reference).
         # It starts as the variable's current value so that `slow_weight` means something before
-        # training; the value is captured again at the first applied update (_sync.py says how
-        # in each execution mode).
+        # training; the value is captured again at the first applied update (_forms.py says how
+        # in each execution mode). Variables that Keras overwrites with their "gradient" (e.g.
+        # float8 scaling factors) are state, not weights: no slow copy.
         self._slow_weights = [
-            None if self._overwrite_variable_with_gradient(v)
+            None if getattr(v, "overwrite_with_gradient", False)
             else self.add_variable_from_reference(
                 v, name="slow", initializer=_CurrentValue(v)
             )
@@ -285,9 +334,7 @@ class Lookahead(keras.optimizers.Optimizer):
             self._alpha_estimate = self.add_variable(
                 (), initializer="zeros", dtype="float32", name="slow_step_size_estimate")
         super().build(var_list)
-        self._host_micro_steps = None
-        self._host_slow_in_model = False
-        self._host_since_sync = self._host_syncs = self._host_k = None
+        self._state_changed()
 
     @property
     def variables(self):
@@ -296,8 +343,8 @@ class Lookahead(keras.optimizers.Optimizer):
         # iteration counter and a learning rate for the wrapper; both live in the inner optimizer
         # here, so these unused two are left out. (They stay in `_variables`: TF checkpointing
         # only tracks lists that are never shrunk.)
-        unused = (self._iterations, self._learning_rate)
-        own = [v for v in self._variables if not any(v is u for u in unused)]
+        unused = compat.base_counters(self)
+        own = [v for v in compat.own_variables(self) if not any(v is u for u in unused)]
         return own + self._inner.variables
 
     @property
@@ -324,13 +371,13 @@ class Lookahead(keras.optimizers.Optimizer):
                 "Lookahead: slow_weight() needs a built optimizer; call "
                 "optimizer.build(model.trainable_variables) or train one step first."
             )
-        key = self._var_key(variable)
-        if key not in self._trainable_variables_indices:
+        index = compat.variable_index(self, variable)
+        if index is None:
             raise ValueError(
                 f"Lookahead: slow_weight() got variable {getattr(variable, 'path', variable)!r}, "
                 "which this optimizer was not built with."
             )
-        slow = self._slow_weights[self._trainable_variables_indices[key]]
+        slow = self._slow_weights[index]
         if slow is not None and self.slow_weights_in_model():
             return variable
         return slow
@@ -341,7 +388,7 @@ class Lookahead(keras.optimizers.Optimizer):
         """Whether the model variables hold the slow weights right now (reads one scalar).
 
         The flag variable is read, not a host-side copy: a compiled training step may have
-        restored the fast weights on the device (see `_sync.py`).
+        restored the fast weights on the device (see `_forms.py`).
         """
         if not self.built:
             return False
@@ -351,16 +398,38 @@ class Lookahead(keras.optimizers.Optimizer):
     def _swap_in(self):
         """Puts the slow weights in the model, keeping the fast ones in the slow variables."""
         if self.built and not self.slow_weights_in_model():
-            _sync.exchange(self)
+            self._exchange()
             self._slow_in_model.assign(1)
             self._host_slow_in_model = True
 
     def _swap_out(self):
         """Puts the fast weights back in the model: the exact values, by assignment."""
         if self.built and self.slow_weights_in_model():
-            _sync.exchange(self)
+            self._exchange()
             self._slow_in_model.assign(0)
             self._host_slow_in_model = False
+
+    def _exchange(self):
+        """Exchanges the values of the model variables and their slow weights, exactly."""
+        for fast, slow in self._pairs():
+            held = ops.copy(fast)
+            fast.assign(slow)
+            slow.assign(held)
+
+    def _refuse_training_on_slow_weights(self):
+        """Raises if the model holds the slow weights (an eager step: nothing can repair it).
+
+        The gradient was computed on the model's weights before `apply` runs; the callbacks and
+        traced TF steps restore the fast weights before that (_forms.py).
+        """
+        if self._host_slow_in_model is not False and self.slow_weights_in_model():
+            raise ValueError(
+                "Lookahead: a training step on the slow weights. The model holds the slow "
+                "weights (put there by SwapSlowWeights, or loaded from a checkpoint saved while "
+                "it held them), and this step's gradient was computed on them. Call "
+                "keras_lookahead.restore_fast_weights(model) before training, or pass "
+                "keras_lookahead.SwapSlowWeights() to fit."
+            )
 
     def load_own_variables(self, store):
         # Keras only warns and skips when a saved optimizer does not match; a Lookahead resumed
@@ -406,9 +475,13 @@ class Lookahead(keras.optimizers.Optimizer):
                 )
         for value, variable in zip(values, expected):
             variable.assign(value)
-        self._host_micro_steps = None
-        self._host_slow_in_model = None
-        self._host_since_sync = self._host_syncs = self._host_k = None
+        self._state_changed()
+        self._host_slow_in_model = None  # the loaded flag decides: read it at the next step
+
+    def _state_changed(self):
+        """After build or a load: host copies of device state are stale."""
+        self._host_slow_in_model = False
+        self._form.state_changed()
 
     # -- the step -----------------------------------------------------------------------------
 
@@ -424,26 +497,31 @@ class Lookahead(keras.optimizers.Optimizer):
                 )
             with keras.name_scope(self.name, caller=self):
                 self.build(trainable_variables)
-        _sync.lookahead_step(self, grads, trainable_variables)
+        self._form.step(grads, trainable_variables)
+
+    # -- what the execution forms (_forms.py) call ---------------------------------------------
 
     def _sync_decision(self, before, after):
-        """(does this step sync?, the number of syncs done before it), from the counters.
+        """(does this step sync?, the number of syncs done before it), on the device.
 
-        A sync is due when the inner optimizer applied an update and it is the k-th since the
-        last sync. With a constant k that is read off the inner's count of updates; with a k
+        `before` and `after` are the inner optimizer's counts of applied updates around its
+        step. With a constant k the count since the last sync follows from `after`; with a k
         schedule two counters of their own are advanced here (scalar ops, every step).
         """
         applied = ops.not_equal(after, before)
         if self._k_schedule is None:
-            k = self._sync_period
-            sync = ops.logical_and(applied, ops.equal(ops.mod(after, k), 0))
-            return sync, ops.subtract(ops.floor_divide(after, k), 1)
+            since, done = since_sync_at(after, self._sync_period)
+            return sync_is_due(applied, since, self._sync_period), done
         since = ops.add(ops.convert_to_tensor(self._since_sync), ops.cast(applied, "int32"))
         done = ops.copy(self._sync_count)  # a snapshot: the variable is written below
-        sync = ops.logical_and(applied, ops.greater_equal(since, self._k_at(done)))
+        sync = sync_is_due(applied, since, self._k_at(done))
         self._since_sync.assign(ops.where(sync, 0, since))
         self._sync_count.assign(ops.add(done, ops.cast(sync, "int32")))
         return sync, done
+
+    def _schedule_counters(self):
+        """The k-schedule's (updates since the last sync, syncs done) variables."""
+        return self._since_sync, self._sync_count
 
     def _k_at(self, syncs_done):
         """k from the schedule, as an int32 >= 1."""
@@ -467,26 +545,41 @@ class Lookahead(keras.optimizers.Optimizer):
                                 lambda: ops.ones((), "float32"))
         return ops.clip(estimate, self._min_slow_step_size, 1.0), estimate
 
+    def _record_alpha(self, alpha, estimate, sync=None):
+        """Keeps the α of the latest sync (and the adaptive estimate) in their variables.
+
+        With `sync` (a form that runs this on every step) the variables change only at a sync.
+        """
+        for var, value in ((getattr(self, "_last_alpha", None), alpha),
+                           (getattr(self, "_alpha_estimate", None), estimate)):
+            if var is None or value is None:
+                continue
+            value = ops.cast(value, var.dtype)
+            var.assign(value if sync is None
+                       else ops.where(sync, value, ops.convert_to_tensor(var)))
+
     def _aligned_grads(self, grads, trainable_variables):
         """The gradients in the order of the variables the optimizer was built with."""
         if trainable_variables is None:
             return list(grads)
-        aligned = [None] * len(self._trainable_variables)
+        aligned = [None] * len(self._built_variables())
         for g, v in zip(grads, trainable_variables):
-            aligned[self._trainable_variables_indices[self._var_key(v)]] = g
+            aligned[compat.variable_index(self, v)] = g
         return aligned
 
-    def _lerp(self, slow, fast, alpha):
-        """φ + α (θ − φ): the slow weights' new value at a sync."""
-        if isinstance(alpha, float) and alpha == 1.0:
-            return fast  # exactly the fast weights: φ + (θ − φ) can round differently
-        alpha = ops.cast(alpha, slow.dtype)
-        return ops.add(slow, ops.multiply(alpha, ops.subtract(fast, slow)))
+    def _built_variables(self):
+        """The model variables this optimizer was built with, in build order."""
+        return compat.built_variables(self)
 
     def _pairs(self):
-        """(fast, slow) for every variable that has a slow weight."""
-        return [(v, s) for v, s in zip(self._trainable_variables, self._slow_weights)
+        """(fast θ, slow φ) for every variable that has a slow weight."""
+        return [(v, s) for v, s in zip(self._built_variables(), self._slow_weights)
                 if s is not None]
+
+    def _capture(self):
+        """φ ← θ: the slow weights start from the model's weights at the first applied update."""
+        for fast, slow in self._pairs():
+            slow.assign(fast)
 
     def _first_moments(self):
         """The inner optimizer's first-moment slots the policy acts on (none for "maintain")."""
@@ -507,13 +600,6 @@ class Lookahead(keras.optimizers.Optimizer):
         moments = self._first_moments()
         cached = self._cached_moments or [None] * len(moments)
         return [(m, c) for m, c in zip(moments, cached) if m is not None]
-
-    def _new_moment(self, m, cached, alpha):
-        """The value of a first moment right after a sync, under the inner_state policy."""
-        if self._inner_state == policies.RESET:
-            return ops.zeros_like(m)
-        alpha = ops.cast(alpha, m.dtype)
-        return ops.add(ops.multiply(alpha, m), ops.multiply(ops.subtract(1, alpha), cached))
 
     # -- config -------------------------------------------------------------------------------
 
@@ -643,7 +729,7 @@ def _check_adaptive_options(inner, slow_step_size, min_slow_step_size, curvature
                     f"but slow_step_size={slow_step_size!r}."
                 )
         return None
-    if hasattr(inner, "inner_optimizer"):
+    if compat.is_wrapper(inner):
         raise ValueError(
             f"Lookahead: slow_step_size='adaptive' needs unscaled gradients, but the inner "
             f"optimizer is a {type(inner).__name__} wrapping another. Wrap the other way: "

@@ -1,0 +1,244 @@
+"""The one place that names private Keras, TensorFlow, JAX and PyTorch internals.
+
+Every touch below says why no public API serves, and on which versions it was checked:
+Keras 3.8.0 to 3.15.1 (TensorFlow 2.18.1 and 2.21.0; JAX 0.10.2 and PyTorch 2.13.0 with the
+newest Keras). `tests/test_keras_compat.py` pins each one, so a Keras release that renames or
+changes one fails a test instead of changing our behaviour. None of them has a silent fallback:
+a missing name raises `KerasInternalsChanged`, which names the installed versions.
+
+Public conventions the package also relies on, named here so there is one place to look:
+`inner_optimizer` (the wrapped optimizer of a wrapper such as `LossScaleOptimizer`, followed
+by `wrapper_chain`) and `Variable.overwrite_with_gradient`.
+"""
+
+import keras
+
+KERAS_VERSION = tuple(int(p) for p in keras.__version__.split(".")[:2] if p.isdigit())
+
+
+class KerasInternalsChanged(RuntimeError):
+    """A private name keras_lookahead relies on is missing from the installed framework."""
+
+
+def _missing(what, framework="keras", detail=""):
+    versions = f"keras {keras.__version__}"
+    if framework != "keras":
+        module = __import__(framework)
+        versions += f", {framework} {getattr(module, '__version__', '?')}"
+    return KerasInternalsChanged(
+        f"keras_lookahead: {what} is missing from the installed frameworks ({versions}). "
+        f"keras_lookahead was checked on Keras 3.8-3.15.{detail} Please report this with the "
+        "versions, and pin the last working version meanwhile."
+    )
+
+
+# -- wrappers -------------------------------------------------------------------------------------
+
+def wrapper_chain(optimizer):
+    """The optimizer, then what it wraps (`inner_optimizer`), and so on down to a plain one.
+
+    Keras's `LossScaleOptimizer` and our `Lookahead` both expose the wrapped optimizer as
+    `inner_optimizer`; a cycle (which no Keras wrapper makes) ends the chain.
+    """
+    chain, seen = [], set()
+    while isinstance(optimizer, keras.optimizers.Optimizer) and id(optimizer) not in seen:
+        chain.append(optimizer)
+        seen.add(id(optimizer))
+        optimizer = getattr(optimizer, "inner_optimizer", None)
+    return chain
+
+
+def is_wrapper(optimizer):
+    """Whether the optimizer wraps another (and may decide on the device to skip an update)."""
+    return len(wrapper_chain(optimizer)) > 1
+
+
+def innermost(optimizer):
+    """The plain optimizer at the end of the wrapper chain: the one that owns the slots."""
+    return wrapper_chain(optimizer)[-1]
+
+
+# -- the base optimizer's bookkeeping -------------------------------------------------------------
+# keras.optimizers.Optimizer keeps the variables it was built with, their index by identity, its
+# own variables and its counters in private attributes; there is no public accessor for the list a
+# built optimizer works on (`variables` is its *state*), nor for the count of apply calls under
+# gradient accumulation (`iterations` counts applied updates). Checked on 3.8-3.15.
+
+def built_variables(optimizer):
+    """The model variables a built optimizer was built with, in build order."""
+    try:
+        return optimizer._trainable_variables
+    except AttributeError:
+        raise _missing("Optimizer._trainable_variables") from None
+
+
+def variable_index(optimizer, variable):
+    """The index of `variable` in `built_variables(optimizer)`, or None if it is not there."""
+    try:
+        indices, key = optimizer._trainable_variables_indices, optimizer._var_key
+    except AttributeError:
+        raise _missing("Optimizer._trainable_variables_indices / _var_key") from None
+    return indices.get(key(variable))
+
+
+def own_variables(optimizer):
+    """Every variable the optimizer made itself, in creation order (the list TF tracks)."""
+    try:
+        return optimizer._variables
+    except AttributeError:
+        raise _missing("Optimizer._variables") from None
+
+
+def base_counters(optimizer):
+    """(iteration counter, learning-rate variable) that the base class makes for every optimizer.
+
+    A wrapper's pair is unused (both live in its inner optimizer): Lookahead leaves them out of
+    its `variables`.
+    """
+    try:
+        return optimizer._iterations, optimizer._learning_rate
+    except AttributeError:
+        raise _missing("Optimizer._iterations / _learning_rate") from None
+
+
+def apply_calls(optimizer):
+    """The count of `apply` calls, gradient-accumulation micro-steps included.
+
+    `iterations` divides the micro-steps out when `gradient_accumulation_steps` is set; the base
+    class keeps the raw count in `_iterations` (the same variable otherwise).
+    """
+    if not optimizer.gradient_accumulation_steps:
+        return optimizer.iterations
+    try:
+        return optimizer._iterations
+    except AttributeError:
+        raise _missing("Optimizer._iterations") from None
+
+
+def current_learning_rate(optimizer):
+    """The learning rate of this step, a schedule evaluated at the optimizer's count.
+
+    Keras's own callbacks and the TF trainer's logs call `_get_current_learning_rate`; a wrapper
+    must answer it with its inner optimizer's value (`LossScaleOptimizer` does the same).
+    """
+    try:
+        method = optimizer._get_current_learning_rate
+    except AttributeError:
+        raise _missing("Optimizer._get_current_learning_rate") from None
+    return method()
+
+
+def proxy_current_learning_rate(cls):
+    """Class decorator: `cls._get_current_learning_rate` answers with `cls.inner_optimizer`'s."""
+    if not hasattr(keras.optimizers.Optimizer, "_get_current_learning_rate"):
+        raise _missing("Optimizer._get_current_learning_rate")
+    cls._get_current_learning_rate = lambda self: current_learning_rate(self.inner_optimizer)
+    return cls
+
+
+# -- the inner optimizers' slots ------------------------------------------------------------------
+# Keras optimizers keep their moments in private attributes whose names differ by class, and no
+# public API says which slot is a first or a second moment (`variables` is a flat list whose
+# order and names are not documented as stable). The attribute holds one variable per model
+# variable in build order (None where an optimizer keeps none), or, for Muon before Keras 3.13,
+# a dict keyed by variable path. Checked on 3.8-3.15 (Muon from 3.10, where it appeared).
+
+def _muon_first_moments():
+    # Keras 3.10-3.12: `adam_momentums`, a dict by path, for Muon and AdamW variables alike;
+    # 3.13 on: `momentums`, a list.
+    return "adam_momentums" if KERAS_VERSION < (3, 13) else "momentums"
+
+
+def keras_first_moments():
+    """[(optimizer class, slot attribute, predicate or None)] for Keras's optimizers.
+
+    Not listed, on purpose: Adagrad, Adadelta, Ftrl and Adafactor keep no first moment, and
+    ScheduleFreeAdamW's "momentum" slot is its z sequence, not a momentum.
+    """
+    opt = keras.optimizers
+    table = [
+        (opt.SGD, "momentums", lambda o: o.momentum != 0),
+        (opt.RMSprop, "_momentums", lambda o: o.momentum > 0),
+        # AdamW subclasses Adam and is covered by it.
+        (opt.Adam, "_momentums", None),
+        (opt.Nadam, "_momentums", None),
+        (opt.Lamb, "_momentums", None),
+        (opt.Lion, "_momentums", None),
+        (opt.Adamax, "_m", None),
+    ]
+    if hasattr(opt, "Muon"):
+        table.append((opt.Muon, _muon_first_moments(), None))
+    return table
+
+
+def keras_second_moments():
+    """[(optimizer class, slot attribute, attribute of its decay rate)] for Keras's optimizers.
+
+    The second moments are averages of squared gradients started at zero, so the decay rate
+    gives their bias correction 1 − rate^t. RMSprop's accumulator is the same kind of average.
+    """
+    opt = keras.optimizers
+    return [(opt.Adam, "_velocities", "beta_2"), (opt.Nadam, "_velocities", "beta_2"),
+            (opt.Lamb, "_velocities", "beta_2"), (opt.RMSprop, "_velocities", "rho")]
+
+
+def slots(optimizer, attribute):
+    """The slot variables under `attribute` of a built optimizer, one per built variable."""
+    held = getattr(optimizer, attribute, None)
+    if held is None:
+        raise ValueError(
+            f"Lookahead: {type(optimizer).__name__} has no attribute {attribute!r} after "
+            "build; its moments were registered under a name it does not use."
+        )
+    if isinstance(held, dict):
+        return [held.get(v.path) for v in built_variables(optimizer)]
+    return list(held)
+
+
+# -- TensorFlow -----------------------------------------------------------------------------------
+
+def tf_in_xla_context():
+    """Whether TensorFlow is tracing inside an XLA-compiled function (`jit_compile=True`).
+
+    TensorFlow has no public way to ask; the choice of sync form depends on it (`_forms.py`).
+    `control_flow_util.GraphOrParentsInXlaContext` is what TF's own `tf.cond` lowering asks.
+    Checked on TF 2.18.1 and 2.21.0.
+    """
+    import tensorflow as tf
+
+    try:
+        from tensorflow.python.ops import control_flow_util
+        check = control_flow_util.GraphOrParentsInXlaContext
+    except (ImportError, AttributeError):
+        raise _missing("tensorflow.python.ops.control_flow_util.GraphOrParentsInXlaContext",
+                       "tensorflow") from None
+    return bool(check(tf.compat.v1.get_default_graph()))
+
+
+# -- JAX ------------------------------------------------------------------------------------------
+
+def jax_is_traced(value):
+    """Whether a JAX value is abstract (inside `jax.jit`): its content cannot be read."""
+    import jax
+
+    try:
+        tracer = jax.core.Tracer
+    except AttributeError:
+        raise _missing("jax.core.Tracer", "jax") from None
+    return isinstance(value, tracer)
+
+
+# -- PyTorch --------------------------------------------------------------------------------------
+
+def torch_foreach():
+    """torch's multi-tensor in-place ops (`_foreach_lerp_`, `_foreach_copy_`, `_foreach_zero_`).
+
+    torch.optim's own optimizers use them; they have no public name. One fused kernel launch per
+    op for all tensors, with no temporaries. Checked on PyTorch 2.13.0.
+    """
+    import torch
+
+    try:
+        return torch._foreach_lerp_, torch._foreach_copy_, torch._foreach_zero_
+    except AttributeError:
+        raise _missing("torch._foreach_lerp_ / _foreach_copy_ / _foreach_zero_", "torch") from None
