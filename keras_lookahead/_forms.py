@@ -94,10 +94,10 @@ class Branch(_Form):
     def step(self, grads, trainable_variables):
         la, inner = self.la, self.la.inner_optimizer
         _tf_restore_fast_weights_or_refuse(la)
-        before = ops.copy(inner.iterations)  # a snapshot: convert_to_tensor may alias
+        before = ops.copy(la.iterations)  # a snapshot: convert_to_tensor may alias
         ops.cond(ops.equal(before, 0), la._capture, _nothing)
         inner.apply(grads, trainable_variables)
-        sync, done = la._sync_decision(before, ops.copy(inner.iterations))
+        sync, done = la._sync_decision(before, ops.copy(la.iterations))
         grads = la._aligned_grads(grads, trainable_variables)
         ops.cond(sync, lambda: self._sync(grads, done), _nothing)
 
@@ -135,11 +135,11 @@ class Selects(_Form):
         self.la.inner_optimizer.apply(grads, trainable_variables)
 
     def step(self, grads, trainable_variables):
-        la, inner = self.la, self.la.inner_optimizer
+        la = self.la
         self.prepare()
-        before = ops.copy(inner.iterations)
+        before = ops.copy(la.iterations)
         self.apply_inner(grads, trainable_variables)
-        sync, done = la._sync_decision(before, ops.copy(inner.iterations))
+        sync, done = la._sync_decision(before, ops.copy(la.iterations))
         alpha, estimate = la._sync_alpha(la._aligned_grads(grads, trainable_variables), done, sync)
         la._record_alpha(alpha, estimate, sync)
         # Values, not Variables, go into the selects: jnp.where refuses Keras Variables.
@@ -173,7 +173,7 @@ class TensorFlowSelects(Selects):
 
         _tf_restore_fast_weights_or_refuse(self.la)
         with tf.init_scope():
-            if int(ops.convert_to_numpy(self.la.inner_optimizer.iterations)) == 0:
+            if int(ops.convert_to_numpy(self.la.iterations)) == 0:
                 self.la._capture()
 
 
@@ -187,10 +187,10 @@ class JaxSelects(Selects):
 
     def prepare(self):
         la = self.la
-        if compat.jax_is_traced(ops.convert_to_tensor(la.inner_optimizer.iterations)):
+        if compat.jax_is_traced(ops.convert_to_tensor(la.iterations)):
             return
         la._refuse_training_on_slow_weights()
-        if int(ops.convert_to_numpy(la.inner_optimizer.iterations)) == 0:
+        if int(ops.convert_to_numpy(la.iterations)) == 0:
             la._capture()
 
     def apply_inner(self, grads, trainable_variables):
@@ -200,7 +200,7 @@ class JaxSelects(Selects):
         if trainable_variables is not None:
             return super().apply_inner(grads, trainable_variables)
         inner = self.la.inner_optimizer
-        built = compat.built_variables(inner)
+        built = self.la._built_variables()  # what the inner was built with, by Lookahead's build
         new_built, new_state = inner.stateless_apply(
             [ops.convert_to_tensor(v) for v in inner.variables], grads,
             [ops.convert_to_tensor(v) for v in built])
@@ -236,7 +236,7 @@ class HostCounted(_Form):
         la._refuse_training_on_slow_weights()
         may_skip = compat.is_wrapper(inner)
         if self._calls is None:
-            counter = inner.iterations if may_skip else compat.apply_calls(inner)
+            counter = la.iterations if may_skip else compat.apply_calls(inner)
             self._calls = int(ops.convert_to_numpy(counter))
         every = 1 if may_skip else (inner.gradient_accumulation_steps or 1)
         before = self._calls // every
@@ -245,7 +245,7 @@ class HostCounted(_Form):
         inner.apply(grads, trainable_variables)
         if may_skip:
             # The one read per step, right after the wrapper's own read for its skip decision.
-            self._calls = int(ops.convert_to_numpy(inner.iterations))
+            self._calls = int(ops.convert_to_numpy(la.iterations))
         else:
             self._calls += 1
         after = self._calls // every

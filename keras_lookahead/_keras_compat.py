@@ -58,6 +58,15 @@ def innermost(optimizer):
     return wrapper_chain(optimizer)[-1]
 
 
+def applied_updates(optimizer):
+    """The count of updates the optimizer applied: the plain optimizer's `iterations`.
+
+    It is read at the end of the wrapper chain because Keras 3.8's `LossScaleOptimizer` does
+    not proxy `iterations` to the optimizer it wraps (3.9 on does): its own counter stays 0.
+    """
+    return innermost(optimizer).iterations
+
+
 # -- the base optimizer's bookkeeping -------------------------------------------------------------
 # keras.optimizers.Optimizer keeps the variables it was built with, their index by identity, its
 # own variables and its counters in private attributes; there is no public accessor for the list a

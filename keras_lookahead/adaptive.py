@@ -13,7 +13,6 @@ is the gradient at θ_{t,k}; no gradient there exists until the next step, so th
 step received (at θ_{t,k−1}) is used.
 """
 
-import keras
 from keras import ops
 
 from keras_lookahead import _keras_compat as compat

@@ -285,7 +285,8 @@ class Lookahead(keras.optimizers.Optimizer):
 
     @property
     def iterations(self):
-        return self._inner.iterations
+        """The inner optimizer's count of applied updates (what k counts)."""
+        return compat.applied_updates(self._inner)
 
     def scale_loss(self, loss):
         return self._inner.scale_loss(loss)
