@@ -164,10 +164,14 @@ def torch_modes(shapes):
         fast = [torch.as_tensor(a) for a in random_arrays(shapes, 2)]
         slow = [torch.as_tensor(a) for a in random_arrays(shapes, 3)]
 
+        from keras_lookahead import _keras_compat  # the ops the package's torch sync uses
+
+        lerp_, copy_, _ = _keras_compat.torch_foreach()
+
         def run():
             with torch.no_grad():
-                torch._foreach_lerp_(slow, fast, ALPHA)
-                torch._foreach_copy_(fast, slow)
+                lerp_(slow, fast, ALPHA)
+                copy_(fast, slow)
 
         return run
 

@@ -5,17 +5,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import pytest  # noqa: E402
 
-BACKEND = keras.backend.backend()
-
-tf_only = pytest.mark.skipif(BACKEND != "tensorflow", reason="TensorFlow-only behaviour")
-
-# Execution modes of an optimizer step on this backend (see tests/steps.py).
-MODES = {
-    "tensorflow": ["eager", "graph", "xla"],
-    "jax": ["eager", "jit"],
-    "torch": ["eager"],
-}[BACKEND]
-
 
 @pytest.fixture(autouse=True)
 def _fresh_keras_state():

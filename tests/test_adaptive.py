@@ -7,9 +7,8 @@ from keras import ops
 
 from keras_lookahead import Lookahead
 from tests import reference
-from tests.conftest import BACKEND, MODES
-from tests.steps import make_step
-from tests.test_reference import THETA0, grad_keras, grad_np
+from tests.execution_modes import BACKEND, MODES, make_step
+from tests.quadratic import THETA0, grad_keras, grad_np
 
 # L(x) = ½ xᵀAx − bᵀx with A diagonal. SGD with momentum 0.9 and lr 0.005 over 25 steps, k = 5:
 # the five estimates α* are about 0.75, 1.10, −0.95, 0.56, 0.71, so with α_low = 0.6 the clip

@@ -11,8 +11,8 @@ import subprocess
 import sys
 
 import pytest
+from tests.execution_modes import tf_only
 
-from tests.conftest import tf_only
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

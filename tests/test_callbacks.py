@@ -12,9 +12,8 @@ from keras import ops
 
 import keras_lookahead
 from keras_lookahead import Lookahead, SwapSlowWeights, use_slow_weights
-from tests.conftest import BACKEND, MODES
-from tests.steps import make_step
-from tests.test_saving import _Interrupt
+from tests.execution_modes import BACKEND, MODES, make_step
+from tests.faults import Interrupt
 
 # 40 samples, batches of 8: 5 steps per epoch; k = 4, so the ends of epochs 1-3 fall between
 # syncs and the fast and slow weights differ there.
@@ -154,7 +153,7 @@ def test_backup_and_restore_with_the_swap_resumes_exactly(tmp_path):
 
     model = _model()
     with pytest.raises(RuntimeError, match="interrupted"):
-        model.fit(x, y, epochs=4, callbacks=callbacks() + [_Interrupt()], **FIT)
+        model.fit(x, y, epochs=4, callbacks=callbacks() + [Interrupt()], **FIT)
     keras.backend.clear_session()
     model = _model()
     model.fit(x, y, epochs=4, callbacks=callbacks(), **FIT)

@@ -11,12 +11,12 @@ import tarfile
 import numpy as np
 import pytest
 
-from tests.conftest import BACKEND, tf_only
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "examples"))
 
 import cifar  # noqa: E402
+from tests.execution_modes import BACKEND, tf_only
 
 TINY = ["--profile", "cpu", "--width", "4", "--batch-size", "16", "--verbose", "0"]
 

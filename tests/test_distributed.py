@@ -1,6 +1,6 @@
 """Lookahead under tf.distribute.MirroredStrategy on logical CPU devices, with and without XLA.
 
-Each scenario runs in its own process (tests/_strategy_worker.py): MirroredStrategy instances in
+Each scenario runs in its own process (tests/workers/strategy.py): MirroredStrategy instances in
 one process collide on collective instance keys.
 """
 
@@ -10,15 +10,15 @@ import subprocess
 import sys
 
 import pytest
+from tests.execution_modes import tf_only
 
-from tests.conftest import tf_only
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _run(devices, scenario, strategy="mirrored", plain=False):
     env = dict(os.environ, KERAS_BACKEND="tensorflow", PLAIN="1" if plain else "0")
-    argv = [sys.executable, "-m", "tests._strategy_worker", str(devices), scenario, strategy]
+    argv = [sys.executable, "-m", "tests.workers.strategy", str(devices), scenario, strategy]
     out = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
     assert out.returncode == 0 and lines, out.stderr[-3000:]

@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import pytest
+from tests.execution_modes import BACKEND, tf_only
 
-from tests.conftest import BACKEND, tf_only
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(ROOT, "examples")

@@ -1,4 +1,4 @@
-"""Lookahead under JAX's keras.distribution API on 2 host devices (tests/_jax_distribution_worker.py)."""
+"""Lookahead under JAX's keras.distribution API on 2 host devices (tests/workers/jax_distribution.py)."""
 
 import json
 import os
@@ -6,15 +6,15 @@ import subprocess
 import sys
 
 import pytest
+from tests.execution_modes import BACKEND
 
-from tests.conftest import BACKEND
 
 pytestmark = pytest.mark.skipif(BACKEND != "jax", reason="keras.distribution runs on JAX")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _run(kind):
-    argv = [sys.executable, "-m", "tests._jax_distribution_worker", kind]
+    argv = [sys.executable, "-m", "tests.workers.jax_distribution", kind]
     out = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
     assert out.returncode == 0 and lines, out.stderr[-3000:]

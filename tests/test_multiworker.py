@@ -1,7 +1,7 @@
 """Lookahead under tf.distribute.MultiWorkerMirroredStrategy: two worker processes on 127.0.0.1.
 
 Marked `multiworker`: CI runs it; `pytest -m "not multiworker"` skips it locally. Every process is
-started by the test, bounded in time and killed on the way out (tests/_multiworker_worker.py).
+started by the test, bounded in time and killed on the way out (tests/workers/multiworker.py).
 """
 
 import json
@@ -13,8 +13,8 @@ import sys
 
 import numpy as np
 import pytest
+from tests.execution_modes import tf_only
 
-from tests.conftest import tf_only
 
 pytestmark = [tf_only, pytest.mark.multiworker]
 
@@ -43,7 +43,7 @@ def _launch(scenario, out_dir, workers=2, kill_at=None, plain=False):
         if workers:
             env["TF_CONFIG"] = json.dumps({"cluster": {"worker": hosts},
                                            "task": {"type": "worker", "index": task}})
-        argv = [sys.executable, "-m", "tests._multiworker_worker", scenario, str(out_dir)]
+        argv = [sys.executable, "-m", "tests.workers.multiworker", scenario, str(out_dir)]
         if kill_at and task == kill_at[0]:
             argv.append(kill_at[1])
         procs.append(subprocess.Popen(argv, cwd=ROOT, env=env, text=True,

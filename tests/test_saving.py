@@ -12,7 +12,8 @@ import keras
 from keras import ops
 
 from keras_lookahead import Lookahead
-from tests.conftest import tf_only
+from tests.execution_modes import tf_only
+from tests.faults import Interrupt
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -21,7 +22,7 @@ def worker(*args, backend=None):
     env = dict(os.environ)
     if backend:
         env["KERAS_BACKEND"] = backend
-    subprocess.run([sys.executable, "-m", "tests._resume_worker", *map(str, args)], cwd=ROOT,
+    subprocess.run([sys.executable, "-m", "tests.workers.resume", *map(str, args)], cwd=ROOT,
                    check=True, timeout=300, env=env)
 
 
@@ -83,12 +84,6 @@ def _fit_model():
     return model
 
 
-class _Interrupt(keras.callbacks.Callback):
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == 1:
-            raise RuntimeError("interrupted")
-
-
 def test_backup_and_restore_resumes_exactly(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(40, 4)).astype("float32")
@@ -102,7 +97,7 @@ def test_backup_and_restore_resumes_exactly(tmp_path):
     backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
     model = _fit_model()
     with pytest.raises(RuntimeError, match="interrupted"):
-        model.fit(x, y, callbacks=[backup, _Interrupt()], **fit)
+        model.fit(x, y, callbacks=[backup, Interrupt()], **fit)
     keras.backend.clear_session()
     model = _fit_model()  # a new model and optimizer, as after a crash
     model.fit(x, y, callbacks=[keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))], **fit)

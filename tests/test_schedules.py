@@ -8,9 +8,8 @@ from keras import ops
 import keras_lookahead  # noqa: F401  (registers Lookahead for load_model)
 from keras_lookahead import Lookahead
 from tests import reference
-from tests.conftest import BACKEND, MODES
-from tests.steps import make_step
-from tests.test_reference import INNERS, THETA0, grad_keras, grad_np
+from tests.execution_modes import BACKEND, MODES, make_step
+from tests.quadratic import INNERS, THETA0, grad_keras, grad_np
 
 STEPS = 16
 

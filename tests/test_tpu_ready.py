@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from keras_lookahead import Lookahead
-from tests.conftest import tf_only
+from tests.execution_modes import tf_only
 
 pytestmark = tf_only
 

@@ -8,8 +8,7 @@ import keras
 from keras import ops
 
 from keras_lookahead import Lookahead
-from tests.conftest import MODES, tf_only
-from tests.steps import make_step
+from tests.execution_modes import BACKEND, MODES, make_step, tf_only
 
 
 def _regression_data(n=256, seed=0):
@@ -239,8 +238,6 @@ def test_skip_by_an_inner_loss_scale_optimizer_is_not_counted():
     #   step 2: g = (inf, 2^15) → skipped, scale → 2^14; θ unchanged; still 1 applied
     #   step 3: g = 2^14 → update 1 → θ2 = (0.8, −1.2); 2 applied → sync:
     #           φ = θ0 + ½(θ2 − θ0) = (0.9, −1.1)
-    from tests.conftest import BACKEND
-
     x = keras.Variable(np.array([1.0, -1.0], np.float32))
     inner = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.1))
     la = Lookahead(inner, sync_period=2, slow_step_size=0.5)

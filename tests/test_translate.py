@@ -12,7 +12,6 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import tf_only
 
 pytest.importorskip("keras_hub")
 pytest.importorskip("tensorflow_text")
@@ -22,6 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "examples"))
 
 import translate  # noqa: E402
+from tests.execution_modes import tf_only
 
 EN = ["A man is walking a dog .", "Two children play in the park .", "A woman reads a book .",
       "The dog runs on the grass .", "A man and a woman walk ."]

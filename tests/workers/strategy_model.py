@@ -1,4 +1,4 @@
-"""The data, model and optimizer that the strategy workers (tests/_*_worker.py) train."""
+"""The data, model and optimizer that the strategy workers (tests/workers/) train."""
 
 import os
 

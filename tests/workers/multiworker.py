@@ -1,6 +1,6 @@
 """One task of a MultiWorkerMirroredStrategy run, or the single-process reference; prints JSON.
 
-usage: [PLAIN=1] python -m tests._multiworker_worker SCENARIO OUT_DIR [KILL_AT]
+usage: [PLAIN=1] python -m tests.workers.multiworker SCENARIO OUT_DIR [KILL_AT]
   SCENARIO "loop": a custom training loop (strategy.run inside tf.function) that checkpoints at
     every epoch end with tf.train.CheckpointManager, one directory per worker under OUT_DIR, and
     resumes from the latest checkpoint when restarted.
@@ -32,7 +32,7 @@ CLUSTER = json.loads(os.environ["TF_CONFIG"]) if "TF_CONFIG" in os.environ else 
 strategy = (tf.distribute.MultiWorkerMirroredStrategy() if CLUSTER
             else tf.distribute.get_strategy())
 
-from tests._strategy_model import GLOBAL_BATCH, X, Y, model_and_optimizer  # noqa: E402
+from tests.workers.strategy_model import GLOBAL_BATCH, X, Y, model_and_optimizer  # noqa: E402
 
 EPOCHS = 4
 STEPS = len(X) // GLOBAL_BATCH

@@ -1,4 +1,4 @@
-"""One optimizer step as a callable, in each execution mode a backend offers.
+"""The backend under test and one optimizer step as a callable, in each execution mode it offers.
 
 - eager: `optimizer.apply` called directly (every backend).
 - graph / xla (TensorFlow): the same inside `tf.function`, without or with `jit_compile`.
@@ -7,6 +7,25 @@
 """
 
 import keras
+import pytest
+
+BACKEND = keras.backend.backend()
+
+tf_only = pytest.mark.skipif(BACKEND != "tensorflow", reason="TensorFlow-only behaviour")
+
+KERAS_VERSION = tuple(int(p) for p in keras.__version__.split(".")[:2])
+
+# Keras 3.10-3.12's Muon cannot take a step on TensorFlow, with or without Lookahead: its
+# update_step reads `.path` of the tf.Variable Keras hands it (test_keras_compat.py pins this).
+MUON_STEPS = hasattr(keras.optimizers, "Muon") and not (
+    BACKEND == "tensorflow" and (3, 10) <= KERAS_VERSION < (3, 13))
+
+# Execution modes of an optimizer step on this backend.
+MODES = {
+    "tensorflow": ["eager", "graph", "xla"],
+    "jax": ["eager", "jit"],
+    "torch": ["eager"],
+}[BACKEND]
 
 
 def make_step(opt, variables, grads_fn, mode):

@@ -1,6 +1,6 @@
 """Runs one tf.distribute scenario in its own process and prints JSON.
 
-usage: [PLAIN=1] python -m tests._strategy_worker DEVICES SCENARIO [STRATEGY]
+usage: [PLAIN=1] python -m tests.workers.strategy DEVICES SCENARIO [STRATEGY]
   scenarios: fit_numpy, fit_dataset, fit_spe (steps_per_execution=2), fit_xla
   (jit_compile=True); loop (strategy.run inside tf.function), loop_xla_step (the replica step,
   optimizer included, jit-compiled), loop_xla_grads (the gradient function jit-compiled, the
@@ -25,7 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tests._strategy_model import GLOBAL_BATCH as BATCH, X, Y, model_and_optimizer  # noqa: E402
+from tests.workers.strategy_model import GLOBAL_BATCH as BATCH, X, Y, model_and_optimizer  # noqa: E402
 
 DEVICES, SCENARIO = int(sys.argv[1]), sys.argv[2]
 STRATEGY = sys.argv[3] if len(sys.argv) > 3 else "mirrored"

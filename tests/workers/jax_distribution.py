@@ -1,6 +1,6 @@
 """Lookahead under keras.distribution on 2 JAX host devices; prints JSON.
 
-usage: python -m tests._jax_distribution_worker DISTRIBUTION
+usage: python -m tests.workers.jax_distribution DISTRIBUTION
   DISTRIBUTION: data (DataParallel over both devices) or model (ModelParallel: a 1 x 2 mesh,
   Dense kernels split by input row, biases replicated)
 
@@ -22,7 +22,7 @@ import jax  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tests._strategy_model import GLOBAL_BATCH, X, Y, model_and_optimizer  # noqa: E402
+from tests.workers.strategy_model import GLOBAL_BATCH, X, Y, model_and_optimizer  # noqa: E402
 
 KIND = sys.argv[1]
 

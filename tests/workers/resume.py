@@ -1,6 +1,6 @@
 """Runs one phase of a save/resume test in its own process (so nothing is shared in memory).
 
-usage: python -m tests._resume_worker PHASE DIR INNER_STATE JIT [N M]
+usage: python -m tests.workers.resume PHASE DIR INNER_STATE JIT [N M]
   phases: full      train N+M steps, write DIR/full.npz
           keras     train N steps, model.save(DIR/m.keras)
           keras2    load DIR/m.keras, train M more, write DIR/resumed.npz (any backend:
