@@ -224,6 +224,7 @@ class HostCounted(_Form):
 
     def __init__(self, la):
         super().__init__(la)
+        self._may_skip = compat.is_wrapper(la.inner_optimizer)  # fixed with the inner optimizer
         self.state_changed()
 
     def state_changed(self):
@@ -234,7 +235,7 @@ class HostCounted(_Form):
     def step(self, grads, trainable_variables):
         la, inner = self.la, self.la.inner_optimizer
         la._refuse_training_on_slow_weights()
-        may_skip = compat.is_wrapper(inner)
+        may_skip = self._may_skip
         if self._calls is None:
             counter = la.iterations if may_skip else compat.apply_calls(inner)
             self._calls = int(ops.convert_to_numpy(counter))
