@@ -9,11 +9,13 @@
 import keras
 import pytest
 
+from keras_lookahead import _keras_compat as compat
+
 BACKEND = keras.backend.backend()
 
 tf_only = pytest.mark.skipif(BACKEND != "tensorflow", reason="TensorFlow-only behaviour")
 
-KERAS_VERSION = tuple(int(p) for p in keras.__version__.split(".")[:2])
+KERAS_VERSION = compat.KERAS_VERSION  # (major, minor)
 
 # Keras 3.10-3.12's Muon cannot take a step on TensorFlow, with or without Lookahead: its
 # update_step reads `.path` of the tf.Variable Keras hands it (test_keras_compat.py pins this).
