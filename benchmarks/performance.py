@@ -19,7 +19,7 @@ performance_scaling.png. On a machine with a GPU, every backend is measured agai
 visible (the "device" column); here only the CPU is.
 
     python benchmarks/performance.py                  # everything, under 20 minutes on 2 cores
-    python benchmarks/performance.py --quick          # a smoke run of every part (~2 minutes)
+    python benchmarks/performance.py --quick          # a smoke run of every part (~3 minutes)
     python benchmarks/performance.py --backends jax   # one backend
     python benchmarks/performance.py --sizes 4000000,16000000 --ks 5 --inners Adam \
         --optimizer-only --out /tmp/perf              # the headline cells alone
@@ -552,7 +552,7 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--backends", default=",".join(BACKENDS),
                    help="comma-separated; those not installed are skipped")
-    p.add_argument("--quick", action="store_true", help="smoke run of every part, ~2 minutes")
+    p.add_argument("--quick", action="store_true", help="smoke run of every part, ~3 minutes")
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--headline-rounds", type=int, default=21,
                    help="rounds for Lookahead(Adam) at k=5 on compiled paths, the target's "
@@ -583,6 +583,9 @@ def parse_args(argv):
     args.sizes, args.ks, args.inners = SIZES, KS, INNERS
     if args.quick:
         args.sizes, args.ks, args.inners = (1_000_000,), (1, 5), ("Adam",)
+        args.rounds, args.calls, args.fit_steps, args.fit_rounds = 2, 4, 2, 1
+        args.headline_rounds = 2
+        args.memory_params = 2_000_000
     for name, parse in (("sizes", int), ("ks", int), ("inners", str)):
         if given[name] is None:
             continue
@@ -596,9 +599,6 @@ def parse_args(argv):
     unknown = sorted(set(args.inners) - set(INNERS))
     if unknown:
         p.error(f"--inners: unknown {unknown}; choose from {list(INNERS)}")
-        args.rounds, args.calls, args.fit_steps, args.fit_rounds = 2, 4, 2, 1
-        args.headline_rounds = 2
-        args.memory_params = 2_000_000
     for name in ("rounds", "headline_rounds", "calls", "fit_steps", "fit_rounds",
                  "memory_params"):
         if getattr(args, name) < 1:

@@ -26,6 +26,11 @@ def test_performance_quick_run_writes_every_part(tmp_path):
     for name in ("performance.md", "performance.json", "performance_scaling.png"):
         assert (tmp_path / name).stat().st_size > 0, name
     payload = json.loads((tmp_path / "performance.json").read_text())
+    # --quick means a smoke run: the repeat counts are the small ones, whatever the defaults
+    assert {k: payload["args"][k] for k in ("rounds", "headline_rounds", "calls", "fit_steps",
+                                             "fit_rounds", "memory_params")} == {
+        "rounds": 2, "headline_rounds": 2, "calls": 4, "fit_steps": 2, "fit_rounds": 1,
+        "memory_params": 2_000_000}
 
     expected_paths = {("tensorflow", "XLA"), ("tensorflow", "graph")}
     if importlib.util.find_spec("jax"):
