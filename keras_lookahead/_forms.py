@@ -98,22 +98,26 @@ class Branch(_Form):
         ops.cond(ops.equal(before, 0), la._capture, _nothing)
         inner.apply(grads, trainable_variables)
         sync, done = la._sync_decision(before, ops.copy(la.iterations))
+        targets = la._sync_targets(trainable_variables)
         grads = la._aligned_grads(grads, trainable_variables)
-        ops.cond(sync, lambda: self._sync(grads, done), _nothing)
+        ops.cond(sync, lambda: self._sync(grads, done, targets), _nothing)
 
-    def _sync(self, grads, syncs_done):
+    def _sync(self, grads, syncs_done, targets):
         la = self.la
+        pairs, held, moments, held_moments = targets
         alpha, estimate = la._sync_alpha(grads, syncs_done)  # before any weight changes
         la._record_alpha(alpha, estimate)
-        for fast, slow in la._pairs():
+        for fast, slow in pairs:
             new = algorithm.slow_update(slow, fast, alpha)
             slow.assign(new)
             fast.assign(new)
-        for m, cached in la._moment_pairs():
+        for m, cached in moments:
             new = algorithm.momentum_update(la.inner_state, m, cached, alpha)
             m.assign(new)
             if cached is not None:
                 cached.assign(new)
+        for value, follower in held + held_moments:
+            follower.assign(value)
 
 
 def _nothing():
@@ -142,13 +146,17 @@ class Selects(_Form):
         sync, done = la._sync_decision(before, ops.copy(la.iterations))
         alpha, estimate = la._sync_alpha(la._aligned_grads(grads, trainable_variables), done, sync)
         la._record_alpha(alpha, estimate, sync)
+        pairs, held, moments, held_moments = la._sync_targets(trainable_variables)
         # Values, not Variables, go into the selects: jnp.where refuses Keras Variables.
-        for fast_var, slow_var in la._pairs():
+        for fast_var, slow_var in pairs:
             fast, slow = ops.convert_to_tensor(fast_var), ops.convert_to_tensor(slow_var)
             new_slow = ops.where(sync, algorithm.slow_update(slow, fast, alpha), slow)
             slow_var.assign(new_slow)
             fast_var.assign(ops.where(sync, new_slow, fast))
-        for m_var, cached_var in la._moment_pairs():
+        for value, follower in held + held_moments:
+            follower.assign(ops.where(sync, ops.convert_to_tensor(value),
+                                      ops.convert_to_tensor(follower)))
+        for m_var, cached_var in moments:
             m = ops.convert_to_tensor(m_var)
             cached = None if cached_var is None else ops.convert_to_tensor(cached_var)
             new_m = ops.where(
@@ -258,7 +266,8 @@ class HostCounted(_Form):
         else:
             sync, done = self._schedule_step()
         if sync:
-            self._sync(la._aligned_grads(grads, trainable_variables), done)
+            self._sync(la._aligned_grads(grads, trainable_variables), done,
+                       la._sync_targets(trainable_variables))
 
     def _schedule_step(self):
         """Advances the k-schedule counters by one applied update: (sync?, syncs done)."""
@@ -277,7 +286,7 @@ class HostCounted(_Form):
         since_var.assign(self._since_sync)
         return sync, done
 
-    def _sync(self, grads, syncs_done):
+    def _sync(self, grads, syncs_done, targets):
         """The sync with torch's in-place multi-tensor ops: no temporary per variable for
         φ + α(θ − φ), no separate copy into each variable. A scheduled or adaptive α is read to
         the host once per sync."""

@@ -598,9 +598,41 @@ class Lookahead(keras.optimizers.Optimizer):
 
     def _moment_pairs(self):
         """(m, m_prev or None) for every first-moment slot the policy acts on."""
+        return [(m, c) for _, m, c in self._indexed_moments()]
+
+    def _indexed_moments(self):
         moments = self._first_moments()
         cached = self._cached_moments or [None] * len(moments)
-        return [(m, c) for m, c in zip(moments, cached) if m is not None]
+        return [(i, m, c) for i, (m, c) in enumerate(zip(moments, cached)) if m is not None]
+
+    def _sync_targets(self, trainable_variables):
+        """What a sync acts on, given the variables of the step that syncs.
+
+        Only the variables the inner optimizer updates in this step move: (θ, φ) pairs and
+        (m, m_prev) moments of the others (a layer frozen after build, whose variables Keras no
+        longer hands to the optimizer) are *held*: the weight keeps its value and its slow
+        weight (and cached moment) follows it, so that no later sync pulls it back to where it
+        was before it was frozen. `trainable_variables=None` (JAX's stateless step, which Keras
+        only runs with the variables the optimizer was built with) means all of them.
+
+        Returns (pairs, held pairs, moments, held moments).
+        """
+        built = self._built_variables()
+        if trainable_variables is None:
+            active = set(range(len(built)))
+        else:
+            active = {compat.variable_index(self, v) for v in trainable_variables}
+        pairs, held = [], []
+        for i, (v, s) in enumerate(zip(built, self._slow_weights)):
+            if s is not None:
+                (pairs if i in active else held).append((v, s))
+        moments, held_moments = [], []
+        for i, m, c in self._indexed_moments():
+            if i in active:
+                moments.append((m, c))
+            elif c is not None:
+                held_moments.append((m, c))
+        return pairs, held, moments, held_moments
 
     # -- config -------------------------------------------------------------------------------
 
