@@ -232,7 +232,13 @@ class HostCounted(_Form):
 
     def __init__(self, la):
         super().__init__(la)
+        import torch
+
         self._may_skip = compat.is_wrapper(la.inner_optimizer)  # fixed with the inner optimizer
+        # Under torch.compile (Keras's jit_compile=True) the capture runs eagerly, at a graph
+        # break: in a compiled graph, inductor may move the copy θ → φ after the inner
+        # optimizer's in-place update of θ, so the slow weights would start one update late.
+        self._capture = torch.compiler.disable(la._capture)
         self.state_changed()
 
     def state_changed(self):
@@ -250,7 +256,7 @@ class HostCounted(_Form):
         every = 1 if may_skip else (inner.gradient_accumulation_steps or 1)
         before = self._calls // every
         if before == 0:
-            la._capture()
+            self._capture()
         inner.apply(grads, trainable_variables)
         if may_skip:
             # The one read per step, right after the wrapper's own read for its skip decision.
@@ -294,15 +300,17 @@ class HostCounted(_Form):
 
         lerp_, copy_, zero_ = compat.torch_foreach()
         la = self.la
+        pairs, held, moments, held_moments = targets
         alpha, estimate = la._sync_alpha(grads, syncs_done)
         la._record_alpha(alpha, estimate)
         if not isinstance(alpha, float):  # a scheduled or adaptive α: one read per sync
             alpha = float(ops.convert_to_numpy(alpha))
-        pairs = la._pairs()
         fast = [f.value for f, _ in pairs]
         slow = [s.value for _, s in pairs]
-        moments = la._moment_pairs()
         with torch.no_grad():
+            if held or held_moments:
+                copy_([f.value for _, f in held + held_moments],
+                      [v.value for v, _ in held + held_moments])
             # slow_update as lerp(φ, θ, α) = φ + α(θ − φ); at α = 1 torch computes θ exactly.
             lerp_(slow, fast, alpha)
             copy_(fast, slow)
