@@ -298,7 +298,7 @@ class HostCounted(_Form):
         the host once per sync."""
         import torch
 
-        lerp_, copy_, zero_ = compat.torch_foreach()
+        op = compat.torch_foreach()
         la = self.la
         pairs, held, moments, held_moments = targets
         alpha, estimate = la._sync_alpha(grads, syncs_done)
@@ -309,18 +309,27 @@ class HostCounted(_Form):
         slow = [s.value for _, s in pairs]
         with torch.no_grad():
             if held or held_moments:
-                copy_([f.value for _, f in held + held_moments],
-                      [v.value for v, _ in held + held_moments])
-            # slow_update as lerp(φ, θ, α) = φ + α(θ − φ); at α = 1 torch computes θ exactly.
-            lerp_(slow, fast, alpha)
-            copy_(fast, slow)
+                op["copy_"]([f.value for _, f in held + held_moments],
+                            [v.value for v, _ in held + held_moments])
+            # slow_update. torch's lerp computes φ + α(θ − φ) only for α < 0.5 (beyond, it
+            # computes θ − (1 − α)(θ − φ), which turns an infinite θ into NaN); there the same
+            # point is (1 − α)φ + αθ, in place too. At α = 1 the fast weights are kept as they are.
+            if alpha == 1.0:
+                op["copy_"](slow, fast)
+            elif alpha < 0.5:
+                op["lerp_"](slow, fast, alpha)
+            else:
+                op["mul_"](slow, 1.0 - alpha)
+                op["add_"](slow, fast, alpha=alpha)
+            op["copy_"](fast, slow)
             if not moments:
                 return
             m = [mv.value for mv, _ in moments]
             if la.inner_state == "reset":
-                zero_(m)
+                op["zero_"](m)
             else:
                 cached = [cv.value for _, cv in moments]
-                # momentum_update as α m + (1 − α) m_prev = lerp(m, m_prev, 1 − α)
-                lerp_(m, cached, 1.0 - alpha)
-                copy_(cached, m)
+                # momentum_update: α m + (1 − α) m_prev, in place
+                op["mul_"](m, alpha)
+                op["add_"](m, cached, alpha=1.0 - alpha)
+                op["copy_"](cached, m)

@@ -239,8 +239,13 @@ def jax_is_traced(value):
 
 # -- PyTorch --------------------------------------------------------------------------------------
 
+TORCH_FOREACH = ("_foreach_lerp_", "_foreach_mul_", "_foreach_add_", "_foreach_copy_",
+                 "_foreach_zero_")
+
+
 def torch_foreach():
-    """torch's multi-tensor in-place ops (`_foreach_lerp_`, `_foreach_copy_`, `_foreach_zero_`).
+    """torch's multi-tensor in-place ops, by name without the prefix (lerp_, mul_, add_, copy_,
+    zero_).
 
     torch.optim's own optimizers use them; they have no public name. One fused kernel launch per
     op for all tensors, with no temporaries. Checked on PyTorch 2.13.0.
@@ -248,6 +253,6 @@ def torch_foreach():
     import torch
 
     try:
-        return torch._foreach_lerp_, torch._foreach_copy_, torch._foreach_zero_
+        return {name[len("_foreach_"):]: getattr(torch, name) for name in TORCH_FOREACH}
     except AttributeError:
-        raise _missing("torch._foreach_lerp_ / _foreach_copy_ / _foreach_zero_", "torch") from None
+        raise _missing(" / ".join(f"torch.{n}" for n in TORCH_FOREACH), "torch") from None

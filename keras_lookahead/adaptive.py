@@ -13,6 +13,8 @@ is the gradient at θ_{t,k}; no gradient there exists until the next step, so th
 step received (at θ_{t,k−1}) is used.
 """
 
+import inspect
+
 from keras import ops
 
 from keras_lookahead import _keras_compat as compat
@@ -39,6 +41,15 @@ def check_curvature_source(optimizer, curvature):
                 "Lookahead: curvature must be a callable `variables -> list of tensors` (the "
                 f"diagonal of Â for each variable) or None, got {curvature!r}."
             )
+        try:
+            inspect.signature(curvature).bind([])
+        except TypeError:
+            raise ValueError(
+                f"Lookahead: curvature={curvature!r} must take one argument, the list of "
+                "variables the optimizer was built with (it is called at each sync)."
+            ) from None
+        except ValueError:
+            pass  # no signature to read (some builtins): its result is checked at the sync
         return
     owner, found = _lookup(optimizer)
     if found is None:
@@ -68,12 +79,18 @@ def estimate(la, grads):
     """
     variables = la._built_variables()
     if la._curvature is not None:
-        diag = list(la._curvature(list(variables)))
-        if len(diag) != len(variables):
+        diag = la._curvature(list(variables))
+        if not isinstance(diag, (list, tuple)) or len(diag) != len(variables):
             raise ValueError(
-                f"Lookahead: curvature returned {len(diag)} tensors for {len(variables)} "
-                "variables."
+                f"Lookahead: curvature={la._curvature!r} must return a list with one tensor "
+                f"per variable ({len(variables)}), got {diag!r}."
             )
+        for v, a in zip(variables, diag):
+            if a is not None and tuple(ops.shape(a)) != tuple(v.shape):
+                raise ValueError(
+                    f"Lookahead: curvature={la._curvature!r} returned a tensor of shape "
+                    f"{tuple(ops.shape(a))} for {v.path}, of shape {tuple(v.shape)}."
+                )
     else:
         diag = _inner_curvature(la.inner_optimizer)
     num = ops.zeros((), "float32")

@@ -68,6 +68,10 @@ def since_sync_at(count, k):
 
 ADAPTIVE = "adaptive"
 
+# The counters of updates and syncs are int32 on the device (as Keras's own iteration counter):
+# a sync period must fit with room to count past it.
+MAX_SYNC_PERIOD = 2**30
+
 # Options of keras.optimizers.Optimizer that act on gradients or weights at each step, with their
 # defaults. They belong to the inner optimizer: on the wrapper they would act twice or not at all.
 _BASE_OPTIONS = {
@@ -113,11 +117,13 @@ class Lookahead(keras.optimizers.Optimizer):
             `keras.optimizers.schedules.LearningRateSchedule`, or any serializable callable)
             called with the number of syncs done so far and returning an integer >= 1: the
             next sync then comes after that many updates since the last one. It is checked at
-            0 here; at run time its value is rounded, and taken as 1 if below.
+            0 here; at run time (where nothing can raise) its value is rounded and clipped to
+            [1, 2**30], and a NaN means 2**30: no further sync. At most 2**30, since the
+            counters are int32.
         slow_step_size: float α in (0, 1]: how far the slow weights move towards the fast
             weights at a sync. Defaults to 0.5. With α = 1 Lookahead is the inner optimizer.
             Or a schedule called with the number of syncs done so far (checked at 0 to be in
-            (0, 1]). Or `"adaptive"`: α is estimated at each sync from a quadratic model of
+            (0, 1]; at run time clipped to [0, 1], a NaN meaning 1: no step back). Or `"adaptive"`: α is estimated at each sync from a quadratic model of
             the loss along the line from the slow to the fast weights (paper, Sec. 2.1):
             α̂ = clip(1 + gᵀd / (dᵀÂd), min_slow_step_size, 1), with d = φ − θ, g the gradient
             the step received (the paper's g at θ is only known at the next step), and Â the
@@ -525,9 +531,9 @@ class Lookahead(keras.optimizers.Optimizer):
         return self._since_sync, self._sync_count
 
     def _k_at(self, syncs_done):
-        """k from the schedule, as an int32 >= 1."""
-        k = ops.round(ops.cast(self._k_schedule(syncs_done), "float32"))
-        return ops.maximum(ops.cast(k, "int32"), 1)
+        """k from the schedule, rounded and clipped to [1, 2**30] (NaN: 2**30), as int32."""
+        k = _schedule_value(self._k_schedule, syncs_done, "sync_period", 1.0, MAX_SYNC_PERIOD)
+        return ops.cast(ops.round(k), "int32")
 
     def _sync_alpha(self, grads, syncs_done, sync=None):
         """(α, α̂ before clipping or None) for a sync: constant, scheduled or adaptive.
@@ -538,7 +544,8 @@ class Lookahead(keras.optimizers.Optimizer):
         if self._alpha_mode == "constant":
             return self._slow_step_size, None
         if self._alpha_mode == "schedule":
-            return ops.cast(self._slow_step_size(syncs_done), "float32"), None
+            alpha = _schedule_value(self._slow_step_size, syncs_done, "slow_step_size", 0.0, 1.0)
+            return alpha, None
         if sync is None:
             estimate = adaptive.estimate(self, grads)
         else:
@@ -654,15 +661,52 @@ class Lookahead(keras.optimizers.Optimizer):
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
+        if not isinstance(config, dict) or "optimizer" not in config:
+            raise ValueError(
+                "Lookahead: from_config needs a dict with the inner optimizer under "
+                f"'optimizer' (as get_config writes it), got {config!r}."
+            )
         config = dict(config)
-        inner = keras.saving.deserialize_keras_object(
-            config.pop("optimizer"), custom_objects=custom_objects
-        )
+        optimizer = config.pop("optimizer")
+        if isinstance(optimizer, dict):
+            if not isinstance(optimizer.get("class_name"), str):
+                _resolve_optimizer(optimizer)  # raises, naming the argument
+            optimizer = keras.saving.deserialize_keras_object(
+                optimizer, custom_objects=custom_objects)
         for key in ("sync_period", "slow_step_size", "curvature"):
             if isinstance(config.get(key), dict):
-                config[key] = keras.saving.deserialize_keras_object(
-                    config[key], custom_objects=custom_objects)
-        return cls(inner, **config)
+                config[key] = _deserialize_callable(key, config[key], custom_objects)
+        return cls(optimizer, **config)
+
+
+def _deserialize_callable(argument, config, custom_objects):
+    """A saved schedule or curvature hook, if it is one; anything else is refused.
+
+    The constructor calls a schedule (at 0 syncs), so loading a file must not produce an
+    arbitrary function: a config may name any function of the Keras namespace (say
+    `keras.config.set_epsilon`), and calling it would act on the whole process at load time.
+    Accepted: `LearningRateSchedule` objects, and callables the user vouched for by registering
+    them (`keras.saving.register_keras_serializable`) or passing them in `custom_objects`.
+    """
+    try:
+        value = keras.saving.deserialize_keras_object(config, custom_objects=custom_objects)
+    except (TypeError, ValueError, KeyError) as e:
+        raise ValueError(
+            f"Lookahead: the saved {argument} {config!r} cannot be deserialized ({e})."
+        ) from None
+    if isinstance(value, keras.optimizers.schedules.LearningRateSchedule):
+        return value
+    vouched = any(value is v for v in (custom_objects or {}).values())
+    name = keras.saving.get_registered_name(value) if callable(value) else ""
+    registered = ">" in name and keras.saving.get_registered_object(name) is value
+    if not (vouched or registered):
+        raise ValueError(
+            f"Lookahead: the saved {argument} is {value!r}, which is not a schedule: only "
+            "keras.optimizers.schedules.LearningRateSchedule objects and callables registered "
+            "with keras.saving.register_keras_serializable (or passed in custom_objects) are "
+            "loaded, because Lookahead calls them. Register your schedule to load it."
+        )
+    return value
 
 
 class _CurrentValue(keras.initializers.Initializer):
@@ -679,10 +723,15 @@ class _CurrentValue(keras.initializers.Initializer):
 def _resolve_optimizer(optimizer):
     if isinstance(optimizer, keras.optimizers.Optimizer):
         return optimizer
+    if isinstance(optimizer, dict) and not isinstance(optimizer.get("class_name"), str):
+        raise ValueError(
+            "Lookahead: optimizer, given as a config dict, needs a 'class_name' (e.g. "
+            f"{{'class_name': 'Adam', 'config': {{'learning_rate': 0.001}}}}), got {optimizer!r}."
+        )
     if isinstance(optimizer, (str, dict)):
         try:
             return keras.optimizers.get(optimizer)
-        except ValueError as e:
+        except (ValueError, TypeError, KeyError) as e:
             raise ValueError(
                 f"Lookahead: optimizer={optimizer!r} is not a known optimizer identifier or "
                 f"config ({e})."
@@ -692,6 +741,34 @@ def _resolve_optimizer(optimizer):
         "identifier such as 'adam', or a config dict; got "
         f"{optimizer!r} ({type(optimizer).__name__})."
     )
+
+
+def _schedule_value(schedule, syncs_done, argument, low, high):
+    """What a schedule returns for `syncs_done`, as a float32 scalar clipped to [low, high].
+
+    Read where the step needs it, on the device: it cannot raise there, so a value outside the
+    range is clipped and a NaN counts as `high` (α = 1: no step back; k: the longest period).
+    What cannot be a number at all is refused when the step is traced.
+    """
+    value = schedule(syncs_done)
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        # A Python number is clipped on the host: 1e300 does not fit in a float32.
+        value = float(value)
+        value = high if math.isnan(value) else min(max(value, low), high)
+        return ops.convert_to_tensor(value, "float32")
+    try:
+        value = ops.cast(value, "float32")
+    except Exception as e:  # whatever the backend raises for a non-number
+        raise TypeError(
+            f"Lookahead: the {argument} schedule {schedule!r} returned {value!r} "
+            f"({type(value).__name__}); it must return a number ({e})."
+        ) from None
+    if len(value.shape) != 0:
+        raise ValueError(
+            f"Lookahead: the {argument} schedule {schedule!r} returned a tensor of shape "
+            f"{tuple(value.shape)}; it must return a scalar."
+        )
+    return ops.where(ops.isnan(value), high, ops.clip(value, low, high))
 
 
 def _at_zero(schedule, argument):
@@ -713,10 +790,11 @@ def _check_sync_period(k):
                 f"{at_zero!r} at 0 syncs."
             )
         return k
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+    if (isinstance(k, bool) or not isinstance(k, numbers.Integral)
+            or not 1 <= k <= MAX_SYNC_PERIOD):
         raise ValueError(
-            "Lookahead: sync_period must be an integer >= 1 or a schedule (a callable of the "
-            f"number of syncs done), got {k!r}."
+            f"Lookahead: sync_period must be an integer in [1, 2**30] or a schedule (a "
+            f"callable of the number of syncs done), got {k!r}."
         )
     return int(k)
 
@@ -789,7 +867,12 @@ def _check_kwargs(kwargs):
                 "name."
             )
         default = _BASE_OPTIONS[key]
-        if value is not default and value != default:
+        # Only the default itself, or an equal Python scalar, is accepted: `value != default`
+        # would be ambiguous for an array.
+        at_default = value is default or (
+            isinstance(value, (bool, int, float)) and isinstance(default, (bool, int, float))
+            and value == default)
+        if not at_default:
             raise ValueError(
                 f"Lookahead: {key}={value!r} is an option of the inner optimizer; set it "
                 f"there, e.g. Lookahead(keras.optimizers.Adam({key}={value!r})). On the "

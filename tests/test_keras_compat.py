@@ -203,14 +203,23 @@ def test_jax_tracers_are_recognised():
 
 
 @pytest.mark.skipif(BACKEND != "torch", reason="PyTorch-only behaviour")
-def test_torch_foreach_ops_compute_lerp_copy_and_zero_in_place():
+def test_torch_foreach_ops_compute_in_place():
     import torch
 
-    lerp_, copy_, zero_ = compat.torch_foreach()
+    op = compat.torch_foreach()
+    assert set(op) == {"lerp_", "mul_", "add_", "copy_", "zero_"}
     a, b = [torch.tensor([1.0, 2.0])], [torch.tensor([5.0, -2.0])]
-    lerp_(a, b, 0.25)
+    op["lerp_"](a, b, 0.25)
     np.testing.assert_allclose(a[0].numpy(), [2.0, 1.0])
-    copy_(b, a)
-    np.testing.assert_allclose(b[0].numpy(), [2.0, 1.0])
-    zero_(a)
+    op["mul_"](a, 3.0)
+    np.testing.assert_allclose(a[0].numpy(), [6.0, 3.0])
+    op["add_"](a, b, alpha=0.5)
+    np.testing.assert_allclose(a[0].numpy(), [8.5, 2.0])
+    op["copy_"](b, a)
+    np.testing.assert_allclose(b[0].numpy(), [8.5, 2.0])
+    op["zero_"](a)
     np.testing.assert_array_equal(a[0].numpy(), [0.0, 0.0])
+    # why lerp_ is used only for weights below 0.5: beyond, an infinite end gives NaN
+    c = [torch.tensor([0.0])]
+    op["lerp_"](c, [torch.tensor([float("inf")])], 0.75)
+    assert torch.isnan(c[0]).all()
