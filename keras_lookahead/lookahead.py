@@ -181,6 +181,8 @@ class Lookahead(keras.optimizers.Optimizer):
         min_slow_step_size = _check_adaptive_options(
             inner, slow_step_size, min_slow_step_size, curvature)
         _check_kwargs(kwargs)
+        if name is not None and (not isinstance(name, str) or "/" in name):
+            raise ValueError(f"Lookahead: name must be a string without '/', got {name!r}.")
 
         super().__init__(learning_rate=0.0, name=name)
         self._inner = inner
@@ -671,8 +673,13 @@ class Lookahead(keras.optimizers.Optimizer):
         if isinstance(optimizer, dict):
             if not isinstance(optimizer.get("class_name"), str):
                 _resolve_optimizer(optimizer)  # raises, naming the argument
-            optimizer = keras.saving.deserialize_keras_object(
-                optimizer, custom_objects=custom_objects)
+            try:
+                optimizer = keras.saving.deserialize_keras_object(
+                    optimizer, custom_objects=custom_objects)
+            except (TypeError, ValueError, KeyError, AttributeError) as e:
+                raise ValueError(
+                    f"Lookahead: the saved optimizer {optimizer!r} cannot be deserialized ({e})."
+                ) from None
         for key in ("sync_period", "slow_step_size", "curvature"):
             if isinstance(config.get(key), dict):
                 config[key] = _deserialize_callable(key, config[key], custom_objects)
@@ -784,10 +791,10 @@ def _at_zero(schedule, argument):
 def _check_sync_period(k):
     if callable(k):
         at_zero = _at_zero(k, "sync_period")
-        if not (at_zero >= 1 and at_zero == round(at_zero)):
+        if not (1 <= at_zero <= MAX_SYNC_PERIOD and at_zero == round(at_zero)):
             raise ValueError(
-                f"Lookahead: sync_period schedule {k!r} must return integers >= 1; it returns "
-                f"{at_zero!r} at 0 syncs."
+                f"Lookahead: sync_period schedule {k!r} must return integers >= 1 (at most "
+                f"2**30); it returns {at_zero!r} at 0 syncs."
             )
         return k
     if (isinstance(k, bool) or not isinstance(k, numbers.Integral)

@@ -34,7 +34,8 @@ A_MSG = "slow_step_size must be a float in (0, 1], a schedule or 'adaptive',"
                                       "'interpolate', got 'pullback'"),
         ({"inner_state": None}, "inner_state must be one of"),
         ({"momentum": 0.9}, "unknown argument momentum=0.9"),
-        ({"sync_period": lambda n: 0}, "sync_period schedule .* must return integers >= 1; it "
+        ({"sync_period": lambda n: 0}, r"sync_period schedule .* must return integers >= 1 "
+                                       r"\(at most 2\*\*30\); it "
                                        "returns 0.0 at 0 syncs"),
         ({"sync_period": lambda n: 2.5}, "returns 2.5 at 0 syncs"),
         ({"slow_step_size": lambda n: 1.5}, "slow_step_size schedule .* must return values in "
