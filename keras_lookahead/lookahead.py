@@ -454,7 +454,15 @@ class Lookahead(keras.optimizers.Optimizer):
                 stacklevel=2,
             )
             return
-        self._assign_state([store[str(i)] for i in range(len(store.keys()))],
+        keys = list(store.keys())
+        missing = [str(i) for i in range(len(keys)) if str(i) not in keys]
+        if missing:
+            raise ValueError(
+                f"Lookahead: the saved optimizer state is damaged: it has {len(keys)} "
+                f"variables, numbered {sorted(keys, key=lambda k: (len(k), k))}, with "
+                f"{', '.join(missing)} missing. Nothing was loaded."
+            )
+        self._assign_state([store[str(i)] for i in range(len(keys))],
                            "the saved optimizer state")
 
     def set_weights(self, weights):

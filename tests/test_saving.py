@@ -168,3 +168,42 @@ def test_saved_plain_optimizer_state_into_lookahead_fails_loudly(tmp_path):
     model2.optimizer.build(model2.trainable_variables)
     with pytest.raises(ValueError, match="saved optimizer state has 4 variables"):
         model2.load_weights(path)
+
+
+def test_saved_state_with_a_gap_in_its_numbering_names_what_is_missing():
+    x = keras.Variable(np.array([1.0, 2.0], np.float32))
+    la = Lookahead(keras.optimizers.SGD(0.1, momentum=0.9))
+    la.build([x])
+    before = [ops.convert_to_numpy(v).copy() for v in la.variables]
+    store = {str(i): np.full(v.shape, 7, np.float32) for i, v in enumerate(la.variables)}
+    store[str(len(store))] = store.pop("2")  # the same count, numbered 0, 1, 3, ..., n
+    with pytest.raises(ValueError, match="with 2 missing. Nothing was loaded"):
+        la.load_own_variables(store)
+    for v, b in zip(la.variables, before):
+        np.testing.assert_array_equal(ops.convert_to_numpy(v), b)
+
+
+@tf_only
+@pytest.mark.parametrize("saved, restored", [("interpolate", "maintain"),
+                                             ("maintain", "interpolate")])
+def test_tf_train_checkpoint_of_another_inner_state_fails_assert_consumed(tmp_path, saved,
+                                                                          restored):
+    # tf.train.Checkpoint matches by object path and skips the rest by design; the README says
+    # to call assert_consumed() on the restore status, which must catch the mismatch.
+    import tensorflow as tf
+
+    def make(inner_state):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        opt = Lookahead(keras.optimizers.SGD(0.1, momentum=0.9), sync_period=2,
+                        inner_state=inner_state)
+        opt.build(model.trainable_variables)
+        return model, opt
+
+    model, opt = make(saved)
+    opt.apply([ops.ones_like(v) for v in model.trainable_variables], model.trainable_variables)
+    path = tf.train.Checkpoint(model=model, optimizer=opt).save(str(tmp_path / "ckpt"))
+    model2, opt2 = make(restored)
+    status = tf.train.Checkpoint(model=model2, optimizer=opt2).restore(path)
+    with pytest.raises(AssertionError):
+        status.assert_consumed()
