@@ -300,7 +300,25 @@ class Lookahead(keras.optimizers.Optimizer):
         return self._inner.scale_loss(loss)
 
     def finalize_variable_values(self, var_list):
+        # Keras calls this at the end of fit with the model's variables: the one point where a
+        # JAX trainer shows them to the optimizer (its stateless step sees arrays only).
+        self._refuse_other_variables(var_list)
         self._inner.finalize_variable_values(var_list)
+
+    def _refuse_other_variables(self, var_list):
+        """Raises if `var_list` holds a variable this optimizer was not built with."""
+        if not self.built:
+            return
+        unknown = [v for v in var_list if compat.variable_index(self, v) is None]
+        if unknown:
+            raise ValueError(
+                f"Lookahead: this optimizer was built with other variables than "
+                f"{getattr(unknown[0], 'path', unknown[0])!r} ({len(unknown)} of "
+                f"{len(var_list)} unknown): one Lookahead is training two models. On JAX "
+                "Keras's stateless step cannot tell them apart, so the training that just "
+                "ended mixed the two models' slow weights and optimizer state. Give each "
+                "model its own optimizer."
+            )
 
     # -- state --------------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 A sync acts on the variables of the step that syncs; the slow weight of a variable left out
 follows its value, so that no later sync pulls it back to where it was before it was frozen.
+Variables of another model are refused, on every backend.
 """
 
 import numpy as np
@@ -110,3 +111,17 @@ def test_fit_after_freezing_a_layer_moves_it_exactly_when_the_inner_optimizer_wo
     assert lookahead == adam
     if recompile and BACKEND != "jax":
         assert adam == (None, True)  # the case the test is for does occur on this backend
+
+
+def test_one_lookahead_for_two_models_is_refused():
+    # TF and torch refuse in Keras's own variable check at the first step; JAX's stateless step
+    # sees arrays only, so Lookahead refuses when fit shows it the model's variables, at its end.
+    x, y = np.ones((32, 2), "float32"), np.ones((32, 1), "float32")
+    opt = Lookahead(keras.optimizers.Adam(0.1))
+    models = [keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]) for _ in range(2)]
+    for model in models:
+        model.compile(optimizer=opt, loss="mse")
+    models[0].fit(x, y, batch_size=8, verbose=0)
+    message = "one Lookahead is training two models" if BACKEND == "jax" else "Unknown variable"
+    with pytest.raises(ValueError, match=message):
+        models[1].fit(x, y, batch_size=8, verbose=0)
