@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 from tests.execution_modes import BACKEND, tf_only
@@ -118,3 +119,56 @@ def test_custom_loop_resumes_from_its_checkpoint_exactly(tmp_path):
     for a, b in zip(straight.weights + straight.optimizer.slow_weights,
                     resumed.weights + resumed.optimizer.slow_weights):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6)
+
+
+@tf_only
+def test_custom_loop_killed_at_random_points_resumes_exactly(tmp_path):
+    # examples/_loop.py saves a checkpoint after every epoch. SIGKILL at 5 seeded random points
+    # (after a random number of epochs, then a random delay that often lands in the next save),
+    # then a run to the end: it equals an uninterrupted run. Each restart starts from other
+    # initial weights, so only the restored checkpoints can make it equal.
+    import random
+    import signal
+
+    import numpy as np
+
+    epochs, rng = 24, random.Random(20)
+
+    def command(seed, out):
+        return [sys.executable, "-m", "tests.workers.killed_loop", str(tmp_path / "ckpt"),
+                str(epochs), str(seed), str(tmp_path / out)]
+
+    straight = [sys.executable, "-m", "tests.workers.killed_loop", "", str(epochs), "1",
+                str(tmp_path / "straight.npz")]
+    subprocess.run(straight, cwd=ROOT, check=True, timeout=300, capture_output=True)
+    reached = 0
+    for kill in range(5):
+        # the first run starts as the uninterrupted one (seed 1) and is killed after its first
+        # checkpoint is written (at "epoch 2" or later): every restart has one to resume from
+        proc = subprocess.Popen(command(1 if kill == 0 else 1 + kill, "unused.npz"), cwd=ROOT,
+                                text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        target = reached + rng.randint(2 if kill == 0 else 1, 3)
+        while True:
+            line = proc.stdout.readline()
+            assert line, proc.stderr.read()[-3000:]  # it died or finished before the kill
+            if line.startswith("resuming from"):
+                # "epoch N" is printed just before N's checkpoint is written: a kill after it
+                # may cost that epoch, never more
+                done = int(line.split()[-1]) - 1
+                assert done >= reached - 1, (line, reached)
+            if line.startswith("epoch "):
+                reached = int(line.split()[1])
+                if reached >= target:
+                    break
+        time.sleep(rng.uniform(0.0, 0.05))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+        assert reached < epochs
+    out = subprocess.run(command(9, "resumed.npz"), cwd=ROOT, timeout=300, text=True,
+                         capture_output=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "resuming from" in out.stdout
+    full, resumed = np.load(tmp_path / "straight.npz"), np.load(tmp_path / "resumed.npz")
+    assert sorted(full.files) == sorted(resumed.files)
+    for name in full.files:
+        np.testing.assert_allclose(resumed[name], full[name], rtol=1e-6, err_msg=name)
