@@ -107,7 +107,9 @@ class Lookahead(keras.optimizers.Optimizer):
     `LossScaleOptimizer` skipped for non-finite gradients do not count.
 
     Between syncs the model holds the fast weights; right after a sync, fast and slow weights are
-    equal. `slow_weight(variable)` reads the slow copy of a model variable.
+    equal. `slow_weight(variable)` reads the slow copy of a model variable. A sync moves only
+    the variables of the step that syncs: a layer frozen after the optimizer was built keeps its
+    value, and its slow weight follows it. One Lookahead trains one model.
 
     Args:
         optimizer: the inner optimizer A: a `keras.optimizers.Optimizer`, a string identifier
