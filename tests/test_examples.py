@@ -132,7 +132,7 @@ def test_custom_loop_killed_at_random_points_resumes_exactly(tmp_path):
 
     import numpy as np
 
-    epochs, rng = 24, random.Random(20)
+    epochs, rng = 40, random.Random(20)
 
     def command(seed, out):
         return [sys.executable, "-m", "tests.workers.killed_loop", str(tmp_path / "ckpt"),
