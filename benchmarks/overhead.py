@@ -166,12 +166,16 @@ def torch_modes(shapes):
 
         from keras_lookahead import _keras_compat  # the ops the package's torch sync uses
 
-        lerp_, copy_, _ = _keras_compat.torch_foreach()
+        op = _keras_compat.torch_foreach()
 
-        def run():
+        def run():  # as _forms.HostCounted._sync does it for this α
             with torch.no_grad():
-                lerp_(slow, fast, ALPHA)
-                copy_(fast, slow)
+                if ALPHA < 0.5:
+                    op["lerp_"](slow, fast, ALPHA)
+                else:
+                    op["mul_"](slow, 1.0 - ALPHA)
+                    op["add_"](slow, fast, alpha=ALPHA)
+                op["copy_"](fast, slow)
 
         return run
 
