@@ -164,18 +164,13 @@ def torch_modes(shapes):
         fast = [torch.as_tensor(a) for a in random_arrays(shapes, 2)]
         slow = [torch.as_tensor(a) for a in random_arrays(shapes, 3)]
 
-        from keras_lookahead import _keras_compat  # the ops the package's torch sync uses
+        from keras_lookahead import _forms, _keras_compat  # the package's torch sync
 
         op = _keras_compat.torch_foreach()
 
-        def run():  # as _forms.HostCounted._sync does it for this α
+        def run():
             with torch.no_grad():
-                if ALPHA < 0.5:
-                    op["lerp_"](slow, fast, ALPHA)
-                else:
-                    op["mul_"](slow, 1.0 - ALPHA)
-                    op["add_"](slow, fast, alpha=ALPHA)
-                op["copy_"](fast, slow)
+                _forms.torch_slow_update(op, slow, fast, ALPHA)
 
         return run
 

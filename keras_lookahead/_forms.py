@@ -311,17 +311,7 @@ class HostCounted(_Form):
             if held or held_moments:
                 op["copy_"]([f.value for _, f in held + held_moments],
                             [v.value for v, _ in held + held_moments])
-            # slow_update. torch's lerp computes φ + α(θ − φ) only for α < 0.5 (beyond, it
-            # computes θ − (1 − α)(θ − φ), which turns an infinite θ into NaN); there the same
-            # point is (1 − α)φ + αθ, in place too. At α = 1 the fast weights are kept as they are.
-            if alpha == 1.0:
-                op["copy_"](slow, fast)
-            elif alpha < 0.5:
-                op["lerp_"](slow, fast, alpha)
-            else:
-                op["mul_"](slow, 1.0 - alpha)
-                op["add_"](slow, fast, alpha=alpha)
-            op["copy_"](fast, slow)
+            torch_slow_update(op, slow, fast, alpha)
             if not moments:
                 return
             m = [mv.value for mv, _ in moments]
@@ -333,3 +323,20 @@ class HostCounted(_Form):
                 op["mul_"](m, alpha)
                 op["add_"](m, cached, alpha=1.0 - alpha)
                 op["copy_"](cached, m)
+
+
+def torch_slow_update(op, slow, fast, alpha):
+    """`slow_update` in place on lists of torch tensors (`op`: compat.torch_foreach()), then θ ← φ.
+
+    torch's lerp computes φ + α(θ − φ) only for α < 0.5 (beyond, it computes θ − (1 − α)(θ − φ),
+    which turns an infinite θ into NaN); there the same point is (1 − α)φ + αθ, in place too. At
+    α = 1 the fast weights are kept as they are.
+    """
+    if alpha == 1.0:
+        op["copy_"](slow, fast)
+    elif alpha < 0.5:
+        op["lerp_"](slow, fast, alpha)
+    else:
+        op["mul_"](slow, 1.0 - alpha)
+        op["add_"](slow, fast, alpha=alpha)
+    op["copy_"](fast, slow)
