@@ -98,13 +98,12 @@ class Branch(_Form):
         ops.cond(ops.equal(before, 0), la._capture, _nothing)
         inner.apply(grads, trainable_variables)
         sync, done = la._sync_decision(before, ops.copy(la.iterations))
-        targets = la._sync_targets(trainable_variables)
         grads = la._aligned_grads(grads, trainable_variables)
-        ops.cond(sync, lambda: self._sync(grads, done, targets), _nothing)
+        ops.cond(sync, lambda: self._sync(grads, done, trainable_variables), _nothing)
 
-    def _sync(self, grads, syncs_done, targets):
+    def _sync(self, grads, syncs_done, trainable_variables):
         la = self.la
-        pairs, held, moments, held_moments = targets
+        pairs, held, moments, held_moments = la._sync_targets(trainable_variables)
         alpha, estimate = la._sync_alpha(grads, syncs_done)  # before any weight changes
         la._record_alpha(alpha, estimate)
         for fast, slow in pairs:
