@@ -125,7 +125,8 @@ class Lookahead(keras.optimizers.Optimizer):
         slow_step_size: float α in (0, 1]: how far the slow weights move towards the fast
             weights at a sync. Defaults to 0.5. With α = 1 Lookahead is the inner optimizer.
             Or a schedule called with the number of syncs done so far (checked at 0 to be in
-            (0, 1]; at run time clipped to [0, 1], a NaN meaning 1: no step back). Or `"adaptive"`: α is estimated at each sync from a quadratic model of
+            (0, 1]; at run time clipped to [0, 1], a NaN meaning 1: no step back). Or
+            `"adaptive"`: α is estimated at each sync from a quadratic model of
             the loss along the line from the slow to the fast weights (paper, Sec. 2.1):
             α̂ = clip(1 + gᵀd / (dᵀÂd), min_slow_step_size, 1), with d = φ − θ, g the gradient
             the step received (the paper's g at θ is only known at the next step), and Â the
@@ -731,10 +732,14 @@ def _deserialize_callable(argument, config, custom_objects):
         ) from None
     if isinstance(value, keras.optimizers.schedules.LearningRateSchedule):
         return value
-    vouched = any(value is v for v in (custom_objects or {}).values())
-    name = keras.saving.get_registered_name(value) if callable(value) else ""
-    registered = ">" in name and keras.saving.get_registered_object(name) is value
-    if not (vouched or registered):
+    # The names the config gives the object, looked up where the user puts their own: the
+    # registry, `custom_objects` (also load_model's, which Keras passes as a scope).
+    names = {config.get("registered_name"), config.get("class_name")}
+    if isinstance(config.get("config"), str):
+        names.add(config["config"])  # a function's name
+    vouched = any(keras.saving.get_registered_object(n, custom_objects) is value
+                  for n in names - {None, "function"})
+    if not vouched:
         raise ValueError(
             f"Lookahead: the saved {argument} is {value!r}, which is not a schedule: only "
             "keras.optimizers.schedules.LearningRateSchedule objects and callables registered "

@@ -187,6 +187,22 @@ def test_registered_and_custom_object_schedules_load():
     assert loaded.sync_period is unregistered
 
 
+def test_load_model_with_custom_objects_loads_an_unregistered_schedule(tmp_path):
+    def every_fourth(syncs_done):
+        return 4
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer=Lookahead(keras.optimizers.SGD(0.1), sync_period=every_fourth),
+                  loss="mse")
+    model.fit(np.ones((4, 2)), np.ones((4, 1)), verbose=0)
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    with pytest.raises(ValueError, match="saved sync_period"):
+        keras.models.load_model(path)
+    loaded = keras.models.load_model(path, custom_objects={"every_fourth": every_fourth})
+    assert loaded.optimizer.sync_period is every_fourth
+
+
 # -- curvature ---------------------------------------------------------------------------------
 
 def test_a_curvature_that_cannot_take_the_variables_is_refused_at_once():
