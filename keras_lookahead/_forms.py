@@ -271,8 +271,7 @@ class HostCounted(_Form):
         else:
             sync, done = self._schedule_step()
         if sync:
-            self._sync(la._aligned_grads(grads, trainable_variables), done,
-                       la._sync_targets(trainable_variables))
+            self._sync(la._aligned_grads(grads, trainable_variables), done, trainable_variables)
 
     def _schedule_step(self):
         """Advances the k-schedule counters by one applied update: (sync?, syncs done)."""
@@ -291,7 +290,7 @@ class HostCounted(_Form):
         since_var.assign(self._since_sync)
         return sync, done
 
-    def _sync(self, grads, syncs_done, targets):
+    def _sync(self, grads, syncs_done, trainable_variables):
         """The sync with torch's in-place multi-tensor ops: no temporary per variable for
         φ + α(θ − φ), no separate copy into each variable. A scheduled or adaptive α is read to
         the host once per sync."""
@@ -299,7 +298,7 @@ class HostCounted(_Form):
 
         op = compat.torch_foreach()
         la = self.la
-        pairs, held, moments, held_moments = targets
+        pairs, held, moments, held_moments = la._sync_targets(trainable_variables)
         alpha, estimate = la._sync_alpha(grads, syncs_done)
         la._record_alpha(alpha, estimate)
         if not isinstance(alpha, float):  # a scheduled or adaptive α: one read per sync
@@ -329,11 +328,12 @@ def torch_slow_update(op, slow, fast, alpha):
 
     torch's lerp computes φ + α(θ − φ) only for α < 0.5 (beyond, it computes θ − (1 − α)(θ − φ),
     which turns an infinite θ into NaN); there the same point is (1 − α)φ + αθ, in place too. At
-    α = 1 the fast weights are kept as they are.
+    α = 1 the fast weights are kept as they are, and become the slow ones.
     """
     if alpha == 1.0:
         op["copy_"](slow, fast)
-    elif alpha < 0.5:
+        return
+    if alpha < 0.5:
         op["lerp_"](slow, fast, alpha)
     else:
         op["mul_"](slow, 1.0 - alpha)

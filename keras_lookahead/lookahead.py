@@ -634,15 +634,6 @@ class Lookahead(keras.optimizers.Optimizer):
             )
         return moments
 
-    def _moment_pairs(self):
-        """(m, m_prev or None) for every first-moment slot the policy acts on."""
-        return [(m, c) for _, m, c in self._indexed_moments()]
-
-    def _indexed_moments(self):
-        moments = self._first_moments()
-        cached = self._cached_moments or [None] * len(moments)
-        return [(i, m, c) for i, (m, c) in enumerate(zip(moments, cached)) if m is not None]
-
     def _sync_targets(self, trainable_variables):
         """What a sync acts on, given the variables of the step that syncs.
 
@@ -665,7 +656,10 @@ class Lookahead(keras.optimizers.Optimizer):
             if s is not None:
                 (pairs if i in active else held).append((v, s))
         moments, held_moments = [], []
-        for i, m, c in self._indexed_moments():
+        first = self._first_moments()
+        for i, (m, c) in enumerate(zip(first, self._cached_moments or [None] * len(first))):
+            if m is None:
+                continue
             if i in active:
                 moments.append((m, c))
             elif c is not None:
@@ -702,17 +696,21 @@ class Lookahead(keras.optimizers.Optimizer):
         if isinstance(optimizer, dict):
             if not isinstance(optimizer.get("class_name"), str):
                 _resolve_optimizer(optimizer)  # raises, naming the argument
-            try:
-                optimizer = keras.saving.deserialize_keras_object(
-                    optimizer, custom_objects=custom_objects)
-            except (TypeError, ValueError, KeyError, AttributeError) as e:
-                raise ValueError(
-                    f"Lookahead: the saved optimizer {optimizer!r} cannot be deserialized ({e})."
-                ) from None
+            optimizer = _deserialize("optimizer", optimizer, custom_objects)
         for key in ("sync_period", "slow_step_size", "curvature"):
             if isinstance(config.get(key), dict):
                 config[key] = _deserialize_callable(key, config[key], custom_objects)
         return cls(optimizer, **config)
+
+
+def _deserialize(argument, config, custom_objects):
+    """Keras's deserialization of a saved argument, its failures named after the argument."""
+    try:
+        return keras.saving.deserialize_keras_object(config, custom_objects=custom_objects)
+    except (TypeError, ValueError, KeyError, AttributeError) as e:
+        raise ValueError(
+            f"Lookahead: the saved {argument} {config!r} cannot be deserialized ({e})."
+        ) from None
 
 
 def _deserialize_callable(argument, config, custom_objects):
@@ -724,12 +722,7 @@ def _deserialize_callable(argument, config, custom_objects):
     Accepted: `LearningRateSchedule` objects, and callables the user vouched for by registering
     them (`keras.saving.register_keras_serializable`) or passing them in `custom_objects`.
     """
-    try:
-        value = keras.saving.deserialize_keras_object(config, custom_objects=custom_objects)
-    except (TypeError, ValueError, KeyError) as e:
-        raise ValueError(
-            f"Lookahead: the saved {argument} {config!r} cannot be deserialized ({e})."
-        ) from None
+    value = _deserialize(argument, config, custom_objects)
     if isinstance(value, keras.optimizers.schedules.LearningRateSchedule):
         return value
     # The names the config gives the object, looked up where the user puts their own: the
