@@ -13,8 +13,8 @@ from keras_lookahead import Lookahead
 
 # -- arguments -----------------------------------------------------------------------------
 
-K_MSG = ("sync_period must be an integer in [1, 2**30] or a schedule (a callable of the number of syncs "
-         "done),")
+K_MSG = ("sync_period must be an integer in [1, 2**30] or a schedule (a callable of the "
+         "number of syncs done),")
 A_MSG = "slow_step_size must be a float in (0, 1], a schedule or 'adaptive',"
 
 
