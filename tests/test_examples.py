@@ -29,6 +29,30 @@ def _accuracy(stdout):
     return float(value)
 
 
+def test_quickstart_smallest_run_prints_the_table_and_writes_the_plot(tmp_path):
+    plot = tmp_path / "loss.png"
+    out = _run("quickstart.py", "--seeds", "1", "--epochs", "2", "--lrs", "0.001", "0.1",
+               "--plot", str(plot))
+    rows = re.findall(r"^(Adam|Lookahead\(Adam\) k=5 α=0\.5) +(0\.001|0\.1) +([0-9.]+) ", out, re.M)
+    assert sorted((name, lr) for name, lr, _ in rows) == [
+        ("Adam", "0.001"), ("Adam", "0.1"),
+        ("Lookahead(Adam) k=5 α=0.5", "0.001"), ("Lookahead(Adam) k=5 α=0.5", "0.1")]
+    assert len(re.findall(r"^\[\d/4\] ", out, re.M)) == 4  # a progress line per run
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--lrs", "0"], "--lrs 0.0: each learning rate must be a finite number > 0"),
+    (["--seeds", "0"], "--seeds 0: must be 1 or more"),
+])
+def test_quickstart_refuses_bad_arguments(args, message, capsys):
+    import quickstart
+
+    with pytest.raises(SystemExit):
+        quickstart.main(args)
+    assert message in capsys.readouterr().err
+
+
 @tf_only
 def test_mirrored_fit_on_two_cpu_replicas_learns():
     out = _run("distributed.py", "--strategy", "mirrored", "--cpu-replicas", "2", "--epochs", "2")

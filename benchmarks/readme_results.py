@@ -1,0 +1,94 @@
+"""The README's table of results, written from the results files so that nothing in it is
+copied by hand.
+
+    python benchmarks/readme_results.py           # rewrite the table in README.md
+    python benchmarks/readme_results.py --check   # exit 1 if README.md's table is stale
+
+The table sits between the two marker comments in README.md. Every figure in it links to the
+generated page it comes from (`benchmarks/results/<name>.md`), read from that page's `.json`.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, "benchmarks", "results")
+README = os.path.join(ROOT, "README.md")
+START = "<!-- results: written by benchmarks/readme_results.py; do not edit by hand -->"
+END = "<!-- results: end -->"
+
+# Lookahead(Adam) / Adam at k=5: the execution modes the headline reports, in reading order.
+PATHS = [("tensorflow", "XLA", "TensorFlow XLA"), ("tensorflow", "graph", "TensorFlow graph"),
+         ("jax", "jit", "JAX jit"), ("torch", "eager", "PyTorch eager")]
+
+
+def _load(name):
+    with open(os.path.join(RESULTS, f"{name}.json")) as f:
+        return json.load(f)
+
+
+def _link(text, name):
+    return f"[{text}](benchmarks/results/{name}.md)"
+
+
+def _mean_std(summary, key, mean, std, name):
+    s = summary[key]
+    return _link(f"{s[mean]:.2f} ± {s[std]:.2f}", name)
+
+
+def table():
+    cifar = _load("cifar")["summary"]
+    nmt = _load("nmt")["summary"]
+    perf = _load("performance")
+    rows = ["| what (our CPU runs: short, small; see each file) | without Lookahead | "
+            "with Lookahead |", "|---|---|---|"]
+    acc = ("test_accuracy_mean", "test_accuracy_std", "cifar")
+    rows.append(f"| CIFAR-10, test accuracy %, SGD, {cifar['sgd']['seeds']} seeds | "
+                f"{_mean_std(cifar, 'sgd', *acc)} | {_mean_std(cifar, 'lookahead-sgd', *acc)} |")
+    rows.append(f"| CIFAR-10, test accuracy %, Adam, {cifar['adam']['seeds']} seeds | "
+                f"{_mean_std(cifar, 'adam', *acc)} | {_mean_std(cifar, 'lookahead-adam', *acc)} |")
+    bleu = ("bleu_mean", "bleu_std", "nmt")
+    rows.append(f"| Multi30k En→De, test BLEU, Adam, {nmt['adam']['seeds']} seeds | "
+                f"{_mean_std(nmt, 'adam', *bleu)} | {_mean_std(nmt, 'lookahead-adam', *bleu)} |")
+    largest = max(perf["args"]["sizes"])
+    ours = {(r["backend"], r["mode"]): r for r in perf["optimizer"]
+            if r["implementation"] == "keras_lookahead" and r["inner"] == "Adam"
+            and r["k"] == 5 and r["params"] == largest}
+    cells = ", ".join(f"{label} {_link(format(ours[(b, m)]['ratio'], '.3f'), 'performance')}"
+                      for b, m, label in PATHS if (b, m) in ours)
+    rows.append(f"| time per optimizer step, Adam, k=5, {largest / 1e6:g}M parameters | 1 | "
+                f"{cells} |")
+    return "\n".join(rows)
+
+
+def rewritten(text):
+    if text.count(START) != 1 or text.count(END) != 1:
+        raise SystemExit(f"README.md must hold the markers once each:\n{START}\n{END}")
+    head, rest = text.split(START)
+    _, tail = rest.split(END)
+    return f"{head}{START}\n{table()}\n{END}{tail}"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true",
+                        help="do not write; exit 1 if README.md's table differs from the files")
+    args = parser.parse_args(argv)
+    with open(README) as f:
+        text = f.read()
+    new = rewritten(text)
+    if args.check:
+        if new != text:
+            print("README.md's results table is stale: run python benchmarks/readme_results.py",
+                  file=sys.stderr)
+            return 1
+        return 0
+    with open(README, "w") as f:
+        f.write(new)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
