@@ -53,6 +53,31 @@ def test_quickstart_refuses_bad_arguments(args, message, capsys):
     assert message in capsys.readouterr().err
 
 
+def test_custom_loop_example_trains_on_this_backend():
+    out = _run("custom_loop.py", "--epochs", "1")
+    # 1437 training images in batches of 32: 44 updates, the last of them a sync (44 = 5·8 + 4,
+    # so the slow weights were last moved at update 40); well above chance (0.1) after one epoch
+    assert "epoch 1: 44 updates" in out
+    assert _accuracy(out) > 0.5
+
+
+def test_mixed_precision_example_keeps_float32_slow_weights_inside_the_loss_scaler():
+    out = _run("mixed_precision.py", "--epochs", "1")
+    assert ("policy mixed_float16: compute float16, variables float32, slow weights float32; "
+            "optimizer LossScaleOptimizer around Lookahead(Adam)") in out
+    assert _accuracy(out) > 0.3
+
+
+@tf_only  # keras-hub's model on every backend was checked by hand; here it costs ~1 minute each
+def test_keras_hub_fine_tuning_example_runs_with_biases_and_layernorm_out_of_weight_decay():
+    out = _run("finetune_keras_hub.py", "--epochs", "1", "--examples", "256")
+    # a smoke run: it trains and evaluates on the slow weights; the weight matrices are decayed
+    # and the biases and LayerNorm variables are not (their number is keras-hub's to choose)
+    (total, excluded) = re.findall(r"in (\d+) variables; (\d+) left out", out)[0]
+    assert 0 < int(excluded) < int(total)
+    assert re.search(r"test accuracy of the slow weights [0-9.]+ \(chance: 0.5\)", out)
+
+
 @tf_only
 def test_mirrored_fit_on_two_cpu_replicas_learns():
     out = _run("distributed.py", "--strategy", "mirrored", "--cpu-replicas", "2", "--epochs", "2")
