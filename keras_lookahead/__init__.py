@@ -8,11 +8,14 @@ from keras_lookahead.callbacks import (
 )
 from keras_lookahead.inner_state import register_first_moments
 from keras_lookahead.lookahead import Lookahead
+from keras_lookahead.radam import RAdam, Ranger
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Lookahead",
+    "RAdam",
+    "Ranger",
     "SwapSlowWeights",
     "find_lookahead",
     "register_first_moments",

@@ -25,6 +25,12 @@ from keras_lookahead import _keras_compat as compat
 _SECOND_MOMENTS = {cls: (slot, rate) for cls, slot, rate in compat.keras_second_moments()}
 
 
+def register_second_moments(optimizer_class, attribute, rate_attribute):
+    """Declares an optimizer class of this package whose second moments are Adam's kind: one
+    variable per model variable under `attribute`, decaying at the rate `rate_attribute`."""
+    _SECOND_MOMENTS[optimizer_class] = (attribute, rate_attribute)
+
+
 def _lookup(optimizer):
     owner = compat.innermost(optimizer)
     for cls in type(owner).__mro__:

@@ -58,6 +58,56 @@ class Adam:
     first_moment = "m"
 
 
+class RAdam:
+    """Liu et al. (2020), Algorithm 2, at step t (1-based), in TF Addons' form (ε added to √v̂,
+    the adaptive step from ρ_t ≥ sma_threshold, its warm-up/decay schedule), with Keras's
+    decoupled weight decay applied first (θ ← θ − lr·wd·θ, lr without the schedule factor):
+        m ← β1 m + (1 − β1) g;  v ← β2 v + (1 − β2) g²;  m̂ = m/(1 − β1^t);  v̂ = v/(1 − β2^t)
+        ρ∞ = 2/(1 − β2) − 1;  ρ_t = ρ∞ − 2tβ2^t/(1 − β2^t)
+        ρ_t ≥ threshold:  r = √((ρ_t − 4)(ρ_t − 2)ρ∞ / ((ρ∞ − 4)(ρ∞ − 2)ρ_t));
+                          θ ← θ − lr_t r m̂/(√v̂ + ε)
+        otherwise:        θ ← θ − lr_t m̂
+    lr_t: with total_steps T > 0 and w = T·warmup_proportion, lr·t/w for t ≤ w, then
+    lr + (min_lr − lr)·min(t − w, T − w)/(T − w).
+    The scalars (ρ_t, r, lr_t, the corrections) are computed in float64.
+    """
+
+    def __init__(self, lr=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-7, sma_threshold=5.0,
+                 total_steps=0, warmup_proportion=0.1, min_lr=0.0, weight_decay=None):
+        self.lr, self.b1, self.b2, self.eps = lr, beta_1, beta_2, epsilon
+        self.threshold, self.total, self.warmup, self.min_lr = (
+            sma_threshold, total_steps, warmup_proportion, min_lr)
+        self.wd = weight_decay
+
+    def init(self, theta):
+        return {"m": np.zeros_like(theta), "v": np.zeros_like(theta)}
+
+    def rate(self, t):
+        if self.total <= 0:
+            return self.lr
+        w = self.total * self.warmup
+        if t <= w:
+            return self.lr * t / w
+        span = max(self.total - w, 1)
+        return self.lr + (self.min_lr - self.lr) * min(t - w, span) / span
+
+    def step(self, theta, g, state, t):
+        if self.wd:
+            theta = theta - np.float32(self.lr * self.wd) * theta
+        state["m"] = self.b1 * state["m"] + (1 - self.b1) * g
+        state["v"] = self.b2 * state["v"] + (1 - self.b2) * g * g
+        m_hat = state["m"] / (1 - self.b1**t)
+        v_hat = state["v"] / (1 - self.b2**t)
+        rho_inf = 2 / (1 - self.b2) - 1
+        rho = rho_inf - 2 * t * self.b2**t / (1 - self.b2**t)
+        if rho >= self.threshold:
+            r = np.sqrt((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho))
+            return theta - self.rate(t) * r * m_hat / (np.sqrt(v_hat) + self.eps)
+        return theta - self.rate(t) * m_hat
+
+    first_moment = "m"
+
+
 def lookahead(inner, theta0, grad_fn, steps, k, alpha, inner_state="maintain", record=None):
     """Runs `steps` inner updates of Lookahead(inner); returns per-step (fast, slow, state).
 
