@@ -40,12 +40,10 @@ import contextlib
 import json
 import math
 import os
-import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _distribute  # noqa: E402
 from _args import fill_from_profile, require_counts  # noqa: E402
 from _data import local_folder  # noqa: E402

@@ -33,12 +33,10 @@ outside it work (--custom-loop --jit-compile does that).
 
 import argparse
 import os
-import sys
 import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _distribute  # noqa: E402
 
 

@@ -28,7 +28,6 @@ in it? Evaluation is on Lookahead's slow weights (`SwapSlowWeights`).
 import argparse
 import os
 import re
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -37,7 +36,6 @@ import keras  # noqa: E402
 
 from keras_lookahead import Lookahead, SwapSlowWeights  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _args import require_counts  # noqa: E402
 
 VOCABULARY = 100

@@ -25,7 +25,6 @@ The data is scikit-learn's bundled handwritten digits (no network needed).
 
 import argparse
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -34,7 +33,6 @@ import keras  # noqa: E402
 
 from keras_lookahead import Lookahead, SwapSlowWeights, find_lookahead  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _args import require_counts  # noqa: E402
 
 

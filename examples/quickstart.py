@@ -26,7 +26,6 @@ the benchmark suites (`benchmarks/`) run the paper's experiments, with seeds and
 
 import argparse
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -35,7 +34,6 @@ import keras  # noqa: E402
 
 from keras_lookahead import Lookahead, SwapSlowWeights  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _args import require_counts  # noqa: E402
 from _data import local_folder  # noqa: E402
 
