@@ -7,6 +7,7 @@ it with TF Addons' documented pairing.
 """
 
 import math
+import numbers
 
 import keras
 from keras import ops
@@ -88,7 +89,8 @@ class RAdam(keras.optimizers.Optimizer):
             raise ValueError(
                 "RAdam: sma_threshold must be a number >= 4 (the rectification r_t is defined "
                 f"above 4), got {sma_threshold!r}.")
-        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 0:
+        if (isinstance(total_steps, bool) or not isinstance(total_steps, numbers.Integral)
+                or total_steps < 0):
             raise ValueError(
                 f"RAdam: total_steps must be an integer >= 0 (0: no schedule), got "
                 f"{total_steps!r}.")
@@ -103,7 +105,7 @@ class RAdam(keras.optimizers.Optimizer):
         self.beta_2 = float(beta_2)
         self.epsilon = float(epsilon)
         self.sma_threshold = float(sma_threshold)
-        self.total_steps = total_steps
+        self.total_steps = int(total_steps)
         self.warmup_proportion = float(warmup_proportion)
         self.min_lr = float(min_lr)
 
@@ -200,7 +202,7 @@ def _sma_length(t, beta_2):
 
 
 def _is_number(value):
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
             and math.isfinite(value))
 
 
@@ -210,7 +212,8 @@ inner_state.register_first_moments(RAdam, "_momentums")
 adaptive.register_second_moments(RAdam, "_velocities", "beta_2")
 
 
-def Ranger(learning_rate=0.001, sync_period=6, slow_step_size=0.5, **radam_kwargs):
+def Ranger(learning_rate=0.001, sync_period=6, slow_step_size=0.5, inner_state="maintain",
+           **radam_kwargs):
     """Ranger: Lookahead around RAdam, as TF Addons documented it.
 
     TF Addons' recipe was `tfa.optimizers.Lookahead(tfa.optimizers.RectifiedAdam(...),
@@ -222,6 +225,7 @@ def Ranger(learning_rate=0.001, sync_period=6, slow_step_size=0.5, **radam_kwarg
         learning_rate: RAdam's learning rate (a float or a schedule).
         sync_period: Lookahead's k.
         slow_step_size: Lookahead's α.
+        inner_state: Lookahead's policy for RAdam's momentum at a sync.
         **radam_kwargs: the other arguments of `RAdam` (`total_steps`, `warmup_proportion`,
             `min_lr`, `weight_decay`, ...).
 
@@ -233,4 +237,4 @@ def Ranger(learning_rate=0.001, sync_period=6, slow_step_size=0.5, **radam_kwarg
     ```
     """
     return Lookahead(RAdam(learning_rate, **radam_kwargs), sync_period=sync_period,
-                     slow_step_size=slow_step_size)
+                     slow_step_size=slow_step_size, inner_state=inner_state)

@@ -121,11 +121,14 @@ def test_adaptive_alpha_reads_radams_bias_corrected_second_moments(mode):
 
 
 def test_ranger_is_lookahead_around_radam_with_tf_addons_pairing():
-    opt = Ranger(2e-3, total_steps=100, weight_decay=0.01)
+    opt = Ranger(2e-3, total_steps=np.int64(100), weight_decay=0.01)
     assert isinstance(opt, Lookahead) and isinstance(opt.inner_optimizer, RAdam)
     assert (opt.sync_period, opt.slow_step_size) == (6, 0.5)  # TF Addons', not the paper's 5
+    assert opt.inner_state == "maintain"
+    assert Ranger(inner_state="interpolate").inner_state == "interpolate"
     inner = opt.inner_optimizer
     assert (inner.total_steps, inner.weight_decay) == (100, 0.01)
+    assert type(inner.total_steps) is int
     assert math.isclose(float(ops.convert_to_numpy(inner.learning_rate)), 2e-3, rel_tol=1e-6)
 
 
