@@ -46,7 +46,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import _distribute  # noqa: E402
 from _args import fill_from_profile, require_counts  # noqa: E402
-from _data import local_folder  # noqa: E402
+from _data import image_folder, local_folder  # noqa: E402
 
 PROFILES = {
     "paper": dict(dataset="cifar10", model="resnet18", width=64, epochs=200, batch_size=128,
@@ -145,29 +145,6 @@ def parse_args(argv=None):
 
 # -- data ------------------------------------------------------------------------------------------
 
-def _split_root(root, split):
-    """The folder holding <split>/<class>/ under `root`, looking through wrapper folders."""
-    for here, dirs, _ in os.walk(root):
-        if split in dirs and any(os.scandir(os.path.join(here, split))):
-            return os.path.join(here, split)
-    raise SystemExit(f"--data-dir: no {split}/<class>/ folders under {root!r}")
-
-
-def folder_split(root, split, classes=None):
-    """(paths, labels, class names) of one split of an image-folder dataset."""
-    folder = _split_root(root, split)
-    names = classes or sorted(d.name for d in os.scandir(folder) if d.is_dir())
-    paths, labels = [], []
-    for label, name in enumerate(names):
-        files = sorted(f.path for f in os.scandir(os.path.join(folder, name))
-                       if f.name.lower().endswith((".jpg", ".jpeg", ".png")))
-        paths += files
-        labels += [label] * len(files)
-    if not paths:
-        raise SystemExit(f"--data-dir: no images in {folder!r}")
-    return paths, labels, names
-
-
 def _subset(n_total, limit, seed):
     import numpy as np
 
@@ -195,8 +172,8 @@ def load_splits(args):
         return make((x[:split], y[:split])), make((x[split:], y[split:])), classes, split
     if args.data_dir:
         root = local_folder(args.data_dir)
-        tr_paths, tr_labels, names = folder_split(root, "train")
-        te_paths, te_labels, _ = folder_split(root, "test", names)
+        tr_paths, tr_labels, names = image_folder(root, "train")
+        te_paths, te_labels, _ = image_folder(root, "test", names)
         keep_tr = _subset(len(tr_paths), args.limit, 0)  # the same subset for every seed
         keep_te = _subset(len(te_paths), args.test_limit, 1)
 

@@ -35,7 +35,7 @@ import keras  # noqa: E402
 from keras_lookahead import Lookahead, SwapSlowWeights  # noqa: E402
 
 from _args import require_counts  # noqa: E402
-from _data import local_folder  # noqa: E402
+from _data import has_split, image_folder, local_folder  # noqa: E402
 
 
 def load_digits(seed=0):
@@ -50,43 +50,29 @@ def load_digits(seed=0):
     return (x[:split], y[:split]), (x[split:], y[split:]), 10
 
 
-def _find_root(path):
-    """The folder holding class sub-folders (or train/ and test/), extracting a tarball first."""
-    path = local_folder(path)
-    # Descend through single-folder wrappers such as cifar10/.
-    while True:
-        entries = [e for e in os.listdir(path) if os.path.isdir(os.path.join(path, e))]
-        if len(entries) == 1 and not _has_images(os.path.join(path, entries[0])):
-            path = os.path.join(path, entries[0])
-        else:
-            return path
-
-
-def _has_images(folder):
-    return any(f.lower().endswith((".jpg", ".jpeg", ".png")) for f in os.listdir(folder))
-
-
-def _read_split(folder, limit, image_size, seed):
-    ds = keras.utils.image_dataset_from_directory(
-        folder, image_size=image_size, batch_size=None, shuffle=True, seed=seed, verbose=False)
-    classes = len(ds.class_names)
-    xs, ys = [], []
-    for x, y in ds.take(limit):
-        xs.append(x.numpy())
-        ys.append(y.numpy())
-    return (np.stack(xs).astype("float32") / 255.0, np.array(ys, "int32")), classes
+def _read_images(paths, labels, limit, image_size, seed):
+    """`limit` images (a seeded random subset) as float32 arrays in [0, 1], with their labels."""
+    keep = np.random.default_rng(seed).permutation(len(paths))[:limit]
+    x = np.stack([keras.utils.img_to_array(keras.utils.load_img(
+        paths[i], color_mode="rgb", target_size=image_size)) for i in keep]) / 255.0
+    return x.astype("float32"), np.asarray(labels, "int32")[keep]
 
 
 def load_folder(path, limit, image_size=(32, 32), seed=0):
-    root = _find_root(path)
-    if os.path.isdir(os.path.join(root, "train")) and os.path.isdir(os.path.join(root, "test")):
-        train, classes = _read_split(os.path.join(root, "train"), limit, image_size, seed)
-        test, _ = _read_split(os.path.join(root, "test"), max(limit // 5, 1), image_size, seed)
+    """An image-folder dataset: <class>/ folders, or train/<class>/ and test/<class>/ (then
+    limit // 5 test images), or a .tar.gz of either."""
+    root = local_folder(path)
+    if has_split(root, "train") and has_split(root, "test"):
+        paths, labels, names = image_folder(root, "train")
+        train = _read_images(paths, labels, limit, image_size, seed)
+        paths, labels, _ = image_folder(root, "test", names)
+        test = _read_images(paths, labels, max(limit // 5, 1), image_size, seed)
     else:
-        data, classes = _read_split(root, limit, image_size, seed)
-        split = int(0.8 * len(data[0]))
-        train, test = (data[0][:split], data[1][:split]), (data[0][split:], data[1][split:])
-    return train, test, classes
+        paths, labels, names = image_folder(root)
+        x, y = _read_images(paths, labels, limit, image_size, seed)
+        split = int(0.8 * len(x))
+        train, test = (x[:split], y[:split]), (x[split:], y[split:])
+    return train, test, len(names)
 
 
 def build_model(input_shape, classes, seed):

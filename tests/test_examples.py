@@ -41,6 +41,54 @@ def test_quickstart_smallest_run_prints_the_table_and_writes_the_plot(tmp_path):
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+COLOURS = {"cat": (200, 10, 10), "dog": (10, 200, 10), "eel": (10, 10, 200)}
+
+
+def _image_tree(folder, per_class):
+    import numpy as np
+    import keras
+
+    for name, colour in COLOURS.items():
+        os.makedirs(folder / name)
+        for i in range(per_class):
+            image = np.zeros((8, 8, 3), "uint8") + np.array(colour, "uint8")
+            keras.utils.save_img(str(folder / name / f"{i:03d}.png"), image, scale=False)
+
+
+@pytest.mark.parametrize("layout", ["classes", "train and test", "archive of a wrapper"])
+def test_quickstart_reads_image_folders(tmp_path, layout):
+    import tarfile
+    import numpy as np
+    import quickstart
+
+    if layout == "classes":
+        _image_tree(tmp_path / "data", 5)
+        path, n_train, n_test = tmp_path / "data", 12, 3  # 15 images, 80/20
+    else:
+        _image_tree(tmp_path / "wrap" / "set" / "train", 5)
+        _image_tree(tmp_path / "wrap" / "set" / "test", 2)
+        path, n_train, n_test = tmp_path / "wrap", 15, 3  # limit 15: 15 // 5 test images
+        if layout == "archive of a wrapper":
+            with tarfile.open(tmp_path / "set.tar.gz", "w:gz") as tar:
+                tar.add(tmp_path / "wrap" / "set", arcname="set")
+            path = tmp_path / "set.tar.gz"
+    (x, y), (x_test, y_test), classes = quickstart.load_folder(str(path), limit=15,
+                                                                image_size=(8, 8))
+    assert classes == 3 and x.shape == (n_train, 8, 8, 3) and x_test.shape == (n_test, 8, 8, 3)
+    names = sorted(COLOURS)  # labels follow the sorted class names
+    for images, labels in ((x, y), (x_test, y_test)):
+        want = np.array([COLOURS[names[label]] for label in labels]) / 255.0
+        np.testing.assert_allclose(images[:, 0, 0, :], want, atol=1e-6)
+
+
+def test_quickstart_refuses_a_folder_without_images(tmp_path):
+    import quickstart
+
+    os.makedirs(tmp_path / "empty" / "cat")
+    with pytest.raises(SystemExit, match="--data-dir: no <class>/ folders with images"):
+        quickstart.load_folder(str(tmp_path / "empty"), limit=5)
+
+
 @pytest.mark.parametrize("args, message", [
     (["--lrs", "0"], "--lrs 0.0: each learning rate must be a finite number > 0"),
     (["--seeds", "0"], "--seeds 0: must be 1 or more"),
