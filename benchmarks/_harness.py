@@ -14,6 +14,17 @@ import subprocess
 import sys
 import time
 
+# The benchmarks run as modules from the repository root (`python -m benchmarks.performance`),
+# so that they import each other, the package and the examples' helpers without path edits.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, "benchmarks", "results")
+
+
+def module_command(module, *args):
+    """The argv that runs `module` (e.g. "benchmarks.cifar.train") in a new Python process;
+    run it with cwd=ROOT."""
+    return [sys.executable, "-m", module, *map(str, args)]
+
 
 def _timed(fn):
     start = time.perf_counter()
@@ -82,7 +93,25 @@ def machine():
 
 
 def command_line():
-    return "python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:])
+    """The command that started this process, as a user would type it from the root."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    start = f"-m {spec.name}" if spec is not None else os.path.relpath(sys.argv[0])
+    return " ".join(["python", start, *sys.argv[1:]])
+
+
+def header(title, command, machine, source="", detail=""):
+    """The opening lines every results file shares: its title, the command that wrote it (and
+    from what, for a report rewritten from run records), the machine with the versions of what
+    was installed and the commit, then `detail` (how the numbers were measured)."""
+    versions = ", ".join(f"{m} {machine[m]}" for m in ("keras", "tensorflow", "jax", "torch",
+                                                       "numpy") if m in machine)
+    written = f"Written by `{command}`" + (f" from {source}" if source else "")
+    lines = [f"# {title}", "", f"{written}; do not edit by hand.", "",
+             f"Machine: {machine.get('cpu', 'unknown')}, {machine.get('cores', '?')} cores; "
+             f"{versions or 'no versions recorded'}; commit {machine.get('commit', 'unknown')}.",
+             ""]
+    return lines + ([detail, ""] if detail else [])
 
 
 def write_json(path, payload):

@@ -11,7 +11,7 @@ from benchmarks import _harness as h
 
 def run_sweep(runs, command, result_path, summary, log_dir, cwd):
     """runs: [(name, extra arguments)]; command(name, extra) is the run's argv after the
-    Python executable; result_path(name) is the file the run writes last; summary(name) is
+    Python executable (["-m", module, ...]), run from `cwd`; result_path(name) is the file the run writes last; summary(name) is
     the run's progress line. A run's output goes to <log_dir>/<name>.log."""
     os.makedirs(log_dir, exist_ok=True)
     for i, (name, extra) in enumerate(runs, 1):
@@ -32,8 +32,7 @@ def run_sweep(runs, command, result_path, summary, log_dir, cwd):
 def add_common_arguments(parser, script):
     """--data-dir, --out, --report and the arguments after `--`, passed to every run."""
     parser.add_argument("--data-dir", help=f"passed to {script} (default: tfds)")
-    parser.add_argument("--out", default=os.path.join(
-        os.path.dirname(os.path.abspath(__file__)), "results"))
+    parser.add_argument("--out", default=h.RESULTS)
     parser.add_argument("--report", action="store_true", help="only rewrite the report")
     parser.add_argument("extra", nargs="...",
                         help="after --: more arguments for every run, e.g. -- --epochs 3")

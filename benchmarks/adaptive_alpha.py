@@ -6,7 +6,7 @@ seeds. At each epoch end the training loss is measured by a pass over the traini
 without updates, on the slow weights for Lookahead (App. C.1). Writes
 `benchmarks/results/adaptive_alpha.{md,json,png}`.
 
-    python benchmarks/adaptive_alpha.py --data-dir ../shared/data/cifar10_jpeg.tar.gz
+    python -m benchmarks.adaptive_alpha --data-dir ../shared/data/cifar10_jpeg.tar.gz
 
 Without `--data-dir` it runs on random images (a smoke run, not a result).
 """
@@ -14,22 +14,34 @@ Without `--data-dir` it runs on random images (a smoke run, not a result).
 import argparse
 import json
 import os
-import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
 
 import numpy as np  # noqa: E402
 import keras  # noqa: E402
 from keras import ops  # noqa: E402
 
-import _harness  # noqa: E402
+from benchmarks import _harness  # noqa: E402
+from examples._data import load_folder  # noqa: E402
 from keras_lookahead import Lookahead, SwapSlowWeights, use_slow_weights  # noqa: E402
-from quickstart import build_model, load_folder  # noqa: E402
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+RESULTS = _harness.RESULTS
+
+
+def build_model(input_shape, classes, seed):
+    """Two conv layers with pooling, then a small dense head (the quickstart's image model)."""
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([
+        keras.Input(input_shape),
+        keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+        keras.layers.MaxPooling2D(),
+        keras.layers.Conv2D(64, 3, padding="same", activation="relu"),
+        keras.layers.MaxPooling2D(),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(64, activation="relu"),
+        keras.layers.Dense(classes),
+    ])
 
 
 def synthetic(n, seed=0):
@@ -117,14 +129,9 @@ def write_results(payload, out):
     runs = payload["runs"]
     kinds = ["Adam", "LA α=0.5", "LA adaptive"]
     lrs = payload["args"]["lrs"]
-    lines = [
-        "# Adaptive slow step size (paper Sec. 2.1, Fig. 2 setting)",
-        "",
-        f"Command: `{payload['command']}`",
-        "",
-        f"Machine: {payload['machine']}",
-        "",
-        f"Data: {payload['data']}. Model: the quickstart's small CNN (two conv layers). Adam at "
+    lines = _harness.header("Adaptive slow step size (paper Sec. 2.1, Fig. 2 setting)",
+                            payload["command"], payload["machine"]) + [
+        f"Data: {payload['data']}. Model: a small CNN (two conv layers, the quickstart's image model). Adam at "
         f"each learning rate; Lookahead k = {payload['args']['k']}; adaptive α clipped to "
         f"[{payload['args']['alpha_low']}, 1]. {payload['args']['epochs']} epochs, batch "
         f"{payload['args']['batch_size']}, {len(payload['args']['seeds'])} seeds "

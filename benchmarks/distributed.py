@@ -7,30 +7,27 @@ them. Measured, each as Lookahead(inner) / inner, alternating call by call (benc
   --params float32 parameters, for Adam and SGD(momentum=0.9) at k = 5 and 10; the same without
   the strategy (one device) beside it;
 - a whole train step (forward, backward, update) of the ResNet-style CNN of
-  benchmarks/overhead.py, global batch 64 split over the replicas.
+  benchmarks/_workloads.py, global batch 64 split over the replicas.
 
 Writes benchmarks/results/distributed.md and distributed.json.
 
-    python benchmarks/distributed.py             # about 5 minutes on 2 cores
-    python benchmarks/distributed.py --quick     # a smoke run
+    python -m benchmarks.distributed             # about 5 minutes on 2 cores
+    python -m benchmarks.distributed --quick     # a smoke run
 """
 
 import argparse
 import os
-import sys
 
 os.environ["KERAS_BACKEND"] = "tensorflow"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
 from benchmarks import _harness as h  # noqa: E402
-from benchmarks.overhead import (  # noqa: E402
+from benchmarks._workloads import (  # noqa: E402
     ALPHA, keras_inners, parameter_shapes, random_arrays, resnet_cnn)
 
-RESULTS = os.path.join(HERE, "results")
+RESULTS = h.RESULTS
 
 
 def optimizer_rows(strategy, label, args):
@@ -126,18 +123,14 @@ def train_step_row(strategy, label, args):
 
 
 def write_markdown(path, payload):
-    args, info = payload["args"], payload["machine"]
-    versions = ", ".join(f"{m} {info[m]}" for m in ("keras", "tensorflow", "numpy") if m in info)
-    lines = ["# Lookahead under MirroredStrategy", "",
-             f"Written by `{payload['command']}`; do not edit by hand.", "",
-             f"Machine: {info.get('cpu')}, {info.get('cores')} cores; {versions}; "
-             f"commit {info.get('commit')}. The CPU is split into {args['replicas']} logical "
-             "devices, so the replicas share its cores: what matters is the ratio, measured "
+    args = payload["args"]
+    lines = h.header("Lookahead under MirroredStrategy", payload["command"], payload["machine"],
+                     detail=f"The CPU is split into {args['replicas']} logical devices, so the replicas share its cores: what matters is the ratio, measured "
              "alternately call by call in one process "
              f"({args['rounds']} rounds of {args['calls']} calls for the optimizer, "
              f"{args['train_rounds']} rounds of two calls of {args['train_steps']} steps for the "
              "model; "
-             "median of per-round ratios, min–max beside).", "",
+             "median of per-round ratios, min–max beside).") + [
              f"## Optimizer step only, {args['params'] / 1e6:g}M float32 parameters", "",
              "| strategy | inner | k | inner ms | Lookahead ms | Lookahead / inner (min–max) |",
              "|---|---|---|---|---|---|"]

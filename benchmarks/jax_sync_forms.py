@@ -7,18 +7,15 @@ Lookahead sync every k-th step written (a) as `jnp.where` selects and (b) as `la
 sync alone (the limit, as in performance.py). Ratios are medians of per-round ratios against
 Adam alone, called alternately (benchmarks/_harness.py).
 
-    python benchmarks/jax_sync_forms.py            # 1M, 4M, 16M parameters, k=5; ~2 minutes
-    python benchmarks/jax_sync_forms.py --quick    # smoke run
+    python -m benchmarks.jax_sync_forms            # 1M, 4M, 16M parameters, k=5; ~2 minutes
+    python -m benchmarks.jax_sync_forms --quick    # smoke run
 
 Writes benchmarks/results/jax_sync_forms.md and .json.
 """
 
 import argparse
 import os
-import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
 from benchmarks import _harness as h  # noqa: E402
 
 ALPHA = 0.5
@@ -102,7 +99,7 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true")
     p.add_argument("--k", type=int, default=5)
     p.add_argument("--rounds", type=int, default=15)
-    p.add_argument("--out", default=os.path.join(HERE, "results"))
+    p.add_argument("--out", default=h.RESULTS)
     args = p.parse_args(argv)
     if args.k < 1 or args.rounds < 1:
         p.error(f"--k {args.k}, --rounds {args.rounds}: both must be 1 or more")
@@ -115,9 +112,7 @@ def main(argv=None):
         calls = args.k * max(1, round(40 * 1_000_000 / size / args.k))
         results[size] = measure(size, args.k, rounds, calls)
     info = h.machine()
-    lines = ["# The JAX sync: selects or lax.cond", "",
-             f"Written by `{h.command_line()}`; do not edit by hand.", "",
-             f"Machine: {info.get('cpu')}, {info.get('cores')} cores; jax {info.get('jax')}.", "",
+    lines = h.header("The JAX sync: selects or lax.cond", h.command_line(), info) + [
              f"Plain JAX, one jitted step with donated buffers: Adam on a flat float32 vector "
              f"with the Lookahead sync every k={args.k} steps written as selects or as "
              "lax.cond, and the sync alone, each against Adam alone; median of per-round "

@@ -18,12 +18,12 @@ Writes benchmarks/results/performance.md, performance.json (every raw number) an
 performance_scaling.png. On a machine with a GPU, every backend is measured again with the GPU
 visible (the "device" column); here only the CPU is.
 
-    python benchmarks/performance.py                  # everything, under 20 minutes on 2 cores
-    python benchmarks/performance.py --quick          # a smoke run of every part (~3 minutes)
-    python benchmarks/performance.py --backends jax   # one backend
-    python benchmarks/performance.py --sizes 4000000,16000000 --ks 5 --inners Adam \
+    python -m benchmarks.performance                  # everything, under 20 minutes on 2 cores
+    python -m benchmarks.performance --quick          # a smoke run of every part (~3 minutes)
+    python -m benchmarks.performance --backends jax   # one backend
+    python -m benchmarks.performance --sizes 4000000,16000000 --ks 5 --inners Adam \
         --optimizer-only --out /tmp/perf              # the headline cells alone
-    python benchmarks/performance.py --from-json      # rewrite .md/.png from performance.json
+    python -m benchmarks.performance --from-json      # rewrite .md/.png from performance.json
 """
 
 import argparse
@@ -42,18 +42,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
 from benchmarks import _harness as h  # noqa: E402
-from benchmarks import overhead as ov  # noqa: E402
+from benchmarks import _workloads as wl  # noqa: E402
 
-RESULTS = os.path.join(HERE, "results")
+RESULTS = h.RESULTS
 BACKENDS = ("tensorflow", "jax", "torch")
 SIZES = (1_000_000, 4_000_000, 16_000_000, 64_000_000)
 KS = (1, 2, 5, 10, 20)
 PEER_K = 5
-TARGET_OPTIMIZER = ov.TARGET_OPTIMIZER  # Lookahead(Adam)/Adam at k=5, compiled paths
-TARGET_FIT = ov.TARGET_FIT
+TARGET_OPTIMIZER = wl.TARGET_OPTIMIZER  # Lookahead(Adam)/Adam at k=5, compiled paths
+TARGET_FIT = wl.TARGET_FIT
 COMPILED = {("tensorflow", "XLA"), ("tensorflow", "graph"), ("jax", "jit")}
 MEMORY_PARAMS = 16_000_000
 NEVER = 10**9  # a sync period no measurement reaches
@@ -89,10 +87,10 @@ def is_headline(backend, mode, inner_name):
 def scaling_rows(backend, args):
     import keras_lookahead
 
-    modes_of = {"tensorflow": ov.tf_modes, "jax": ov.jax_modes, "torch": ov.torch_modes}[backend]
+    modes_of = {"tensorflow": wl.tf_modes, "jax": wl.jax_modes, "torch": wl.torch_modes}[backend]
     size, mode, inner_name = args.worker_size, args.worker_mode, args.worker_inner
-    make_inner = ov.keras_inners()[inner_name]
-    shapes = ov.parameter_shapes(size)
+    make_inner = wl.keras_inners()[inner_name]
+    shapes = wl.parameter_shapes(size)
     calls = calls_for(size, args)
     optimizer_step, sync_step = modes_of(shapes)[mode]
     base = optimizer_step(make_inner)
@@ -106,13 +104,13 @@ def scaling_rows(backend, args):
         # Lookahead whose sync never comes: the per-step cost of its form alone (the selects
         # under XLA read and write the slow weights on every step).
         la = optimizer_step(lambda: keras_lookahead.Lookahead(
-            make_inner(), sync_period=NEVER, slow_step_size=ov.ALPHA))
+            make_inner(), sync_period=NEVER, slow_step_size=wl.ALPHA))
         never = h.compare(base, la, calls=calls, rounds=rounds)["ratio"]
         del la
     rows = []
     for k in args.ks:
         la = optimizer_step(lambda: keras_lookahead.Lookahead(
-            make_inner(), sync_period=k, slow_step_size=ov.ALPHA))
+            make_inner(), sync_period=k, slow_step_size=wl.ALPHA))
         k_calls, k_rounds = cycle_rounds(calls, k, args, rounds if headline and k == PEER_K
                                          else None)
         r = h.compare(base, la, calls=k_calls, rounds=k_rounds)
@@ -134,7 +132,7 @@ def scaling_rows(backend, args):
 def peer_rows(backend, shapes, size, calls, args):
     calls, rounds = cycle_rounds(calls, PEER_K, args)
     if backend == "jax" and importlib.util.find_spec("optax"):
-        rows = ov.optax_rows(shapes, argparse.Namespace(calls=calls, rounds=rounds),
+        rows = wl.optax_rows(shapes, argparse.Namespace(calls=calls, rounds=rounds),
                              ks=(PEER_K,))
     elif backend == "torch" and importlib.util.find_spec("pytorch_optimizer"):
         rows = [torch_peer_row(shapes, calls, rounds)]
@@ -152,12 +150,12 @@ def torch_peer_row(shapes, calls, rounds):
 
     def stepper(wrap):
         params = [torch.nn.Parameter(torch.as_tensor(a).clone())
-                  for a in ov.random_arrays(shapes, 0, 0.01)]
-        for p, g in zip(params, ov.random_arrays(shapes, 1)):
+                  for a in wl.random_arrays(shapes, 0, 0.01)]
+        for p, g in zip(params, wl.random_arrays(shapes, 1)):
             p.grad = torch.as_tensor(g)
         opt = torch.optim.Adam(params, lr=1e-3)
         if wrap:
-            opt = pytorch_optimizer.Lookahead(opt, k=PEER_K, alpha=ov.ALPHA)
+            opt = pytorch_optimizer.Lookahead(opt, k=PEER_K, alpha=wl.ALPHA)
         return opt.step
 
     r = h.compare(stepper(False), stepper(True), calls=calls, rounds=rounds)
@@ -201,7 +199,7 @@ def fit_rows(backend, args):
     rng = np.random.default_rng(0)
     batch, steps = 64, args.fit_steps
     data = {
-        "ResNet-style CNN": (ov.resnet_cnn,
+        "ResNet-style CNN": (wl.resnet_cnn,
                              rng.normal(size=(steps * batch, 32, 32, 3)).astype("float32")),
         "Transformer encoder": (transformer_encoder,
                                 rng.integers(0, 2000, size=(steps * batch, 64)).astype("int32")),
@@ -236,7 +234,7 @@ def state_rows():
 
     from keras_lookahead import Lookahead
 
-    shapes = ov.parameter_shapes(4_000_000)
+    shapes = wl.parameter_shapes(4_000_000)
     params = sum(int(np.prod(s)) for s in shapes)
 
     def state_bytes(opt):
@@ -244,7 +242,7 @@ def state_rows():
         return sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in opt.variables)
 
     rows = []
-    for inner_name, make in ov.keras_inners().items():
+    for inner_name, make in wl.keras_inners().items():
         alone = state_bytes(make())
         for mode in INNER_STATES:
             extra = state_bytes(Lookahead(make(), inner_state=mode)) - alone
@@ -283,7 +281,7 @@ def peak_memory_worker(backend, config, params):
 
     from keras_lookahead import Lookahead
 
-    shapes = ov.parameter_shapes(params)
+    shapes = wl.parameter_shapes(params)
     keras.ops.add(keras.ops.ones((2,)), 1.0)  # the backend's runtime up before the measurement
     _reset_peak_rss()
     variables = [keras.Variable(np.full(s, 0.01, "float32")) for s in shapes]
@@ -300,10 +298,11 @@ def peak_memory_worker(backend, config, params):
 def peak_memory_rows(backend, args):
     rows = []
     for config in ("inner alone",) + INNER_STATES:
-        cmd = [sys.executable, os.path.abspath(__file__), "--peak-memory", config,
-               "--memory-params", str(args.memory_params)]
+        cmd = h.module_command(__spec__.name, "--peak-memory", config,
+                               "--memory-params", args.memory_params)
         env = {**os.environ, "KERAS_BACKEND": backend}
-        out = subprocess.run(cmd, check=True, env=env, capture_output=True, text=True).stdout
+        out = subprocess.run(cmd, check=True, env=env, capture_output=True, text=True,
+                             cwd=h.ROOT).stdout
         rows.append({"backend": backend, "config": config, "params": args.memory_params,
                      "peak_bytes": int(out.strip().splitlines()[-1])})
     base = rows[0]["peak_bytes"]
@@ -406,13 +405,9 @@ def fmt_ratio(r):
 def write_markdown(path, payload):
     args, rows = payload["args"], payload["optimizer"]
     info = payload["machines"][0] if payload["machines"] else {}
-    versions = ", ".join(f"{m} {info[m]}" for m in ("keras", "tensorflow", "jax", "torch", "numpy")
-                         if m in info)
     ours = [r for r in rows if r["implementation"] == "keras_lookahead"]
-    lines = ["# Performance", "",
-             f"Written by `{payload['command']}`; do not edit by hand.", "",
-             f"Machine: {info.get('cpu')}, {info.get('cores')} cores; devices measured: "
-             f"{', '.join(payload['devices'])}; {versions}; commit {info.get('commit')}.", "",
+    lines = h.header("Performance", payload["command"], info) + [
+             f"Devices measured: {', '.join(payload['devices'])}.", "",
              "Every ratio is the median over rounds of (candidate time / baseline time), the "
              "two called alternately, call by call, in one process per backend after warm-up "
              f"({args['rounds']} rounds for the optimizer, with about the same time per round at "
@@ -495,8 +490,7 @@ def write_markdown(path, payload):
                      (", ".join(f"{o['mode']} {o['ratio']:.3f}" for o in mine) or "–") + " |")
     if not peers:
         lines.append("| – | no peer installed (`pip install optax pytorch-optimizer`) | | | | | | |")
-    lines += ["", "optax's `lookahead` computes both branches of its sync on every step "
-              "(overhead.md measures the same at 25M parameters)."]
+    lines += ["", "optax's `lookahead` computes both branches of its sync on every step."]
 
     lines += ["", "## Memory", "",
               "Optimizer state, from `optimizer.variables` (4M parameters): what Lookahead adds "
@@ -646,10 +640,11 @@ def main(argv=None):
             for size, mode, inner in parts:
                 with tempfile.TemporaryDirectory() as tmp:
                     out = os.path.join(tmp, "worker.json")
-                    cmd = [sys.executable, os.path.abspath(__file__), "--worker", backend,
-                           "--worker-out", out, "--device", device, "--worker-size", str(size),
-                           "--worker-mode", mode, "--worker-inner", inner] + list(argv)
-                    subprocess.run(cmd, check=True, env=env)
+                    cmd = h.module_command(__spec__.name, "--worker", backend,
+                                           "--worker-out", out, "--device", device,
+                                           "--worker-size", size, "--worker-mode", mode,
+                                           "--worker-inner", inner, *argv)
+                    subprocess.run(cmd, check=True, env=env, cwd=h.ROOT)
                     with open(out) as f:
                         part = json.load(f)
                 for key in ("optimizer", "fit", "peak_memory"):

@@ -1,8 +1,8 @@
 """The README's table of results, written from the results files so that nothing in it is
 copied by hand.
 
-    python benchmarks/readme_results.py           # rewrite the table in README.md
-    python benchmarks/readme_results.py --check   # exit 1 if README.md's table is stale
+    python -m benchmarks.readme_results           # rewrite the table in README.md
+    python -m benchmarks.readme_results --check   # exit 1 if README.md's table is stale
 
 The table sits between the two marker comments in README.md. Every figure in it links to the
 generated page it comes from (`benchmarks/results/<name>.md`), read from that page's `.json`.
@@ -81,7 +81,7 @@ def main(argv=None):
     new = rewritten(text)
     if args.check:
         if new != text:
-            print("README.md's results table is stale: run python benchmarks/readme_results.py",
+            print("README.md's results table is stale: run python -m benchmarks.readme_results",
                   file=sys.stderr)
             return 1
         return 0

@@ -52,7 +52,9 @@ def _check_local_workers(args):
 def main(script, parse_args, run, argv=None, cluster_argv=lambda args: ()):
     """An example's entry point: parses `argv` (default: the command line) and returns
     `run(args)`; with --local-workers N it starts N copies of `script` as a cluster instead
-    (their arguments: `argv` less --local-workers, plus `cluster_argv(args)`)."""
+    (their arguments: `argv` less --local-workers, plus `cluster_argv(args)`). `script` is a
+    file (an example, `__file__`) or a module run with `python -m` from the repository root
+    (a benchmark harness, `__spec__.name`)."""
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     _check_local_workers(args)
@@ -80,8 +82,8 @@ def _launch_local_cluster(workers, argv, script, extra_argv):
     for task in range(workers):
         env = dict(os.environ, TF_CONFIG=json.dumps(
             {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": task}}))
-        procs.append(subprocess.Popen([sys.executable, os.path.abspath(script)] + child_argv,
-                                      env=env))
+        target = [os.path.abspath(script)] if script.endswith(".py") else ["-m", script]
+        procs.append(subprocess.Popen([sys.executable, *target, *child_argv], env=env))
     try:
         codes = [p.wait() for p in procs]
     finally:

@@ -58,11 +58,10 @@ def parse_args(argv=None):
                    help="fit: keras.callbacks.BackupAndRestore directory")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    for name in ("epochs", "batch_size", "sync_period", "steps_per_execution"):
+    # --sync-period and --slow-step-size are checked by Lookahead itself, which names them
+    for name in ("epochs", "batch_size", "steps_per_execution"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} {getattr(args, name)}: must be 1 or more")
-    if not 0.0 < args.slow_step_size <= 1.0:
-        p.error(f"--slow-step-size {args.slow_step_size}: must be in (0, 1]")
     if args.custom_loop and args.strategy in _distribute.JAX_STRATEGIES:
         p.error(f"--custom-loop: for TensorFlow strategies, not --strategy {args.strategy}")
     return args

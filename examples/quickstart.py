@@ -35,7 +35,7 @@ import keras  # noqa: E402
 from keras_lookahead import Lookahead, SwapSlowWeights  # noqa: E402
 
 from _args import require_counts  # noqa: E402
-from _data import has_split, image_folder, local_folder  # noqa: E402
+from _data import load_folder  # noqa: E402
 
 
 def load_digits(seed=0):
@@ -48,31 +48,6 @@ def load_digits(seed=0):
     x, y = x[order], y[order]
     split = int(0.8 * len(x))
     return (x[:split], y[:split]), (x[split:], y[split:]), 10
-
-
-def _read_images(paths, labels, limit, image_size, seed):
-    """`limit` images (a seeded random subset) as float32 arrays in [0, 1], with their labels."""
-    keep = np.random.default_rng(seed).permutation(len(paths))[:limit]
-    x = np.stack([keras.utils.img_to_array(keras.utils.load_img(
-        paths[i], color_mode="rgb", target_size=image_size)) for i in keep]) / 255.0
-    return x.astype("float32"), np.asarray(labels, "int32")[keep]
-
-
-def load_folder(path, limit, image_size=(32, 32), seed=0):
-    """An image-folder dataset: <class>/ folders, or train/<class>/ and test/<class>/ (then
-    limit // 5 test images), or a .tar.gz of either."""
-    root = local_folder(path)
-    if has_split(root, "train") and has_split(root, "test"):
-        paths, labels, names = image_folder(root, "train")
-        train = _read_images(paths, labels, limit, image_size, seed)
-        paths, labels, _ = image_folder(root, "test", names)
-        test = _read_images(paths, labels, max(limit // 5, 1), image_size, seed)
-    else:
-        paths, labels, names = image_folder(root)
-        x, y = _read_images(paths, labels, limit, image_size, seed)
-        split = int(0.8 * len(x))
-        train, test = (x[:split], y[:split]), (x[split:], y[split:])
-    return train, test, len(names)
 
 
 def build_model(input_shape, classes, seed):

@@ -19,8 +19,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @tf_only  # the suite starts one process per backend itself: run it once, in the TF pass
 def test_performance_quick_run_writes_every_part(tmp_path):
-    script = os.path.join(ROOT, "benchmarks", "performance.py")
-    out = subprocess.run([sys.executable, script, "--quick", "--out", str(tmp_path)], cwd=ROOT,
+    script = [sys.executable, "-m", "benchmarks.performance"]
+    out = subprocess.run([*script, "--quick", "--out", str(tmp_path)], cwd=ROOT,
                          capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     for name in ("performance.md", "performance.json", "performance_scaling.png"):
@@ -59,7 +59,7 @@ def test_performance_quick_run_writes_every_part(tmp_path):
 
     # the report can be rewritten from the raw numbers alone
     (tmp_path / "performance.md").unlink()
-    again = subprocess.run([sys.executable, script, "--from-json", "--out", str(tmp_path)],
+    again = subprocess.run([*script, "--from-json", "--out", str(tmp_path)],
                            cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "## Headline" in (tmp_path / "performance.md").read_text()
@@ -68,8 +68,8 @@ def test_performance_quick_run_writes_every_part(tmp_path):
 @tf_only
 def test_jax_sync_forms_quick_run_writes_both_forms_and_the_limit(tmp_path):
     pytest.importorskip("jax")
-    script = os.path.join(ROOT, "benchmarks", "jax_sync_forms.py")
-    out = subprocess.run([sys.executable, script, "--quick", "--out", str(tmp_path)], cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "benchmarks.jax_sync_forms", "--quick", "--out",
+                          str(tmp_path)], cwd=ROOT,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     results = json.loads((tmp_path / "jax_sync_forms.json").read_text())["results"]

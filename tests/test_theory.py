@@ -2,17 +2,11 @@
 project's optimizer against the closed forms. Noisy quadratic (Sec. 3.1, Lemma 1, Prop. 2) and
 classical momentum on quadratics (Sec. 3.2, App. B.1)."""
 
-import os
-import sys
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks", "theory"))
-
-import analytic  # noqa: E402
-import momentum  # noqa: E402
-import noisy_quadratic  # noqa: E402
+from benchmarks.theory import analytic, momentum, noisy_quadratic
 
 A = np.array([1.0, 0.3, 3.0])
 SIGMA2 = 1.0 / A  # Σ = A⁻¹, as in the paper's Fig. 3

@@ -1,17 +1,17 @@
-"""The paper's CIFAR comparisons as sweeps of examples/cifar.py, with mean ± std over seeds.
+"""The paper's CIFAR comparisons as sweeps of benchmarks/cifar/train.py, with mean ± std over seeds.
 
-Each run is one process of examples/cifar.py writing its record to
+Each run is one process of benchmarks/cifar/train.py writing its record to
 benchmarks/results/cifar/runs/<profile>/<run>.json; a run whose file exists is not redone, so an
 interrupted sweep restarts where it stopped. The report, benchmarks/results/cifar.md with PNG
 curves and benchmarks/results/cifar.json (every run's final numbers), is rewritten from all the
 files present.
 
-    python benchmarks/cifar/run.py --data-dir ../shared/data/cifar10_jpeg.tar.gz
+    python -m benchmarks.cifar.run --data-dir ../shared/data/cifar10_jpeg.tar.gz
         # the CPU profile's main comparison: SGD, Lookahead(SGD), Adam, Lookahead(Adam), 3 seeds
-    python benchmarks/cifar/run.py --suite robustness --data-dir ...   # Figs. 8 and 9
-    python benchmarks/cifar/run.py --suite inner-state --data-dir ...  # App. C.5, Table 6
-    python benchmarks/cifar/run.py --profile paper --suite main        # on an accelerator
-    python benchmarks/cifar/run.py --report                            # only rewrite the report
+    python -m benchmarks.cifar.run --suite robustness --data-dir ...   # Figs. 8 and 9
+    python -m benchmarks.cifar.run --suite inner-state --data-dir ...  # App. C.5, Table 6
+    python -m benchmarks.cifar.run --profile paper --suite main        # on an accelerator
+    python -m benchmarks.cifar.run --report                            # only rewrite the report
 
 Suites:
 - main: sgd, lookahead-sgd, adam, lookahead-adam (and polyak-sgd, adamw with --all-optimizers).
@@ -24,16 +24,13 @@ import argparse
 import json
 import os
 import statistics
-import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, ROOT)
-from benchmarks import _harness as h  # noqa: E402
-from benchmarks._sweep import add_common_arguments, run_sweep  # noqa: E402
-from benchmarks._sweep import main as sweep_main  # noqa: E402
+from benchmarks import _harness as h
+from benchmarks._sweep import add_common_arguments, run_sweep
+from benchmarks._sweep import main as sweep_main
+from examples._data import local_folder
 
-SCRIPT = os.path.join(ROOT, "examples", "cifar.py")
+TRAIN = "benchmarks.cifar.train"
 LABELS = {"sgd": "SGD", "lookahead-sgd": "Lookahead(SGD)", "polyak-sgd": "Polyak(SGD)",
           "adamw": "AdamW", "adam": "Adam", "lookahead-adam": "Lookahead(Adam)"}
 
@@ -87,9 +84,6 @@ def run_all(args):
     os.makedirs(folder, exist_ok=True)
     common = ["--profile", args.profile, "--verbose", "2"]
     if args.data_dir:  # an archive is extracted once for the whole sweep
-        sys.path.insert(0, os.path.join(ROOT, "examples"))
-        from _data import local_folder
-
         common += ["--data-dir", local_folder(args.data_dir)]
     common += args.extra
     def summary(name):
@@ -97,9 +91,9 @@ def run_all(args):
             final = json.load(f)["final"]
         return f"test accuracy {final['test_accuracy']:.4f}, train loss {final['train_loss']:.4f}"
 
-    run_sweep(runs, lambda name, extra: [SCRIPT, *common, *extra, "--out",
+    run_sweep(runs, lambda name, extra: ["-m", TRAIN, *common, *extra, "--out",
                                          os.path.join(folder, f"{name}.json")],
-              lambda name: os.path.join(folder, f"{name}.json"), summary, folder, ROOT)
+              lambda name: os.path.join(folder, f"{name}.json"), summary, folder, h.ROOT)
 
 
 # -- report ------------------------------------------------------------------------------------
@@ -216,9 +210,8 @@ def write_report(args):
     groups = main_groups(runs)
     first = next(iter(runs.values()))
     a = first["args"]
-    lines = ["# CIFAR-10: Lookahead against SGD and Adam", "",
-             f"Written by `{h.command_line()}` from the run records in "
-             f"`cifar/runs/{args.profile}/`; do not edit by hand.", "",
+    lines = h.header("CIFAR-10: Lookahead against SGD and Adam", h.command_line(), h.machine(),
+                     source=f"the run records in `cifar/runs/{args.profile}/`") + [
              f"**Profile `{args.profile}`** — not the paper's setup unless it says `paper`: "
              f"ResNet-18 (Cutout-repository variant) at width {a['width']}, "
              f"{first['train_images']:,} training images"
@@ -229,8 +222,8 @@ def write_report(args):
              f"{a['test_limit'] or 'all'} images. Augmentation: 4-pixel padding, random crop, "
              "flip. Every number is evaluated on the weights the method reports (Lookahead: "
              "the slow weights; App. C.1).", "",
-             f"Machine: {h.machine().get('cpu')}. Per-run records (every epoch) are in "
-             f"`cifar/runs/{args.profile}/`; `cifar.json` has the final numbers.", ""]
+             f"Per-run records (every epoch) are in `cifar/runs/{args.profile}/`; "
+             "`cifar.json` has the final numbers.", ""]
     summary = {}
     if groups:
         lines += ["## Main comparison", "",
@@ -284,7 +277,7 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--all-optimizers", action="store_true",
                    help="main suite: add polyak-sgd and adamw")
-    add_common_arguments(p, "examples/cifar.py")
+    add_common_arguments(p, "benchmarks/cifar/train.py")
     sweep_main(p, argv, run_all, write_report)
 
 if __name__ == "__main__":

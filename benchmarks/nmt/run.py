@@ -1,32 +1,28 @@
 """The paper's translation comparison (Sec. 4.3, Table 4, Fig. 7b) as a sweep of
-examples/translate.py: BLEU mean ± spread over seeds and training-loss curves.
+benchmarks/nmt/train.py: BLEU mean ± spread over seeds and training-loss curves.
 
-Each run is one process of examples/translate.py with its own folder under
+Each run is one process of benchmarks/nmt/train.py with its own folder under
 benchmarks/results/nmt/runs/<profile>/; a run whose record.json exists is not redone. The
 subword vocabularies are learned once for the sweep and shared. The report,
 benchmarks/results/nmt.md with nmt_curves.png and nmt.json, is rewritten from every record
 present.
 
-    python benchmarks/nmt/run.py --data-dir ../shared/data/multi30k   # CPU profile, 2 seeds
-    python benchmarks/nmt/run.py --profile paper --seeds 1            # tfds WMT'14, accelerator
-    python benchmarks/nmt/run.py --grid --data-dir ...                # + lr grids, one seed
-    python benchmarks/nmt/run.py --report                             # only rewrite the report
+    python -m benchmarks.nmt.run --data-dir ../shared/data/multi30k   # CPU profile, 2 seeds
+    python -m benchmarks.nmt.run --profile paper --seeds 1            # tfds WMT'14, accelerator
+    python -m benchmarks.nmt.run --grid --data-dir ...                # + lr grids, one seed
+    python -m benchmarks.nmt.run --report                             # only rewrite the report
 """
 
 import argparse
 import json
 import os
 import statistics
-import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, ROOT)
-from benchmarks import _harness as h  # noqa: E402
-from benchmarks._sweep import add_common_arguments, run_sweep  # noqa: E402
-from benchmarks._sweep import main as sweep_main  # noqa: E402
+from benchmarks import _harness as h
+from benchmarks._sweep import add_common_arguments, run_sweep
+from benchmarks._sweep import main as sweep_main
 
-SCRIPT = os.path.join(ROOT, "examples", "translate.py")
+TRAIN = "benchmarks.nmt.train"
 OPTIMIZERS = ("adam", "lookahead-adam", "lookahead-adam-nowarmup", "adafactor")
 LABELS = {"adam": "Adam (warm-up)", "lookahead-adam": "Lookahead(Adam) (warm-up)",
           "lookahead-adam-nowarmup": "Lookahead(Adam), no warm-up", "adafactor": "Adafactor"}
@@ -73,9 +69,9 @@ def run_all(args):
             r = json.load(f)
         return f"BLEU {r['bleu']:.2f}, final loss {r['epochs'][-1]['loss']:.3f}"
 
-    run_sweep(runs_for(args), lambda name, extra: [SCRIPT, *common, *extra, "--run-dir",
+    run_sweep(runs_for(args), lambda name, extra: ["-m", TRAIN, *common, *extra, "--run-dir",
                                                    os.path.join(folder, name)],
-              record, summary, folder, ROOT)
+              record, summary, folder, h.ROOT)
 
 
 def load_records(args):
@@ -125,9 +121,9 @@ def write_report(args):
                  next(iter(records.values())))
     a = first["args"]
     adafactor = sorted({r["args"]["lr"] for r in groups.get("adafactor", [])})
-    lines = ["# English→German translation: Lookahead(Adam) against Adam and Adafactor", "",
-             f"Written by `{h.command_line()}` from the run records in "
-             f"`nmt/runs/{args.profile}/`; do not edit by hand.", "",
+    lines = h.header("English→German translation: Lookahead(Adam) against Adam and Adafactor",
+                     h.command_line(), h.machine(),
+                     source=f"the run records in `nmt/runs/{args.profile}/`") + [
              f"**Profile `{args.profile}`**: a Transformer of {a['layers']}+{a['layers']} "
              f"layers, width {a['width']}, {a['heads']} heads, feed-forward {a['ffn']} "
              f"({first['params']:,} parameters), trained on {first['train_pairs']:,} sentence "
@@ -140,7 +136,6 @@ def write_report(args):
                 f"ρ = {', '.join(map(str, adafactor))}" if adafactor else "")
              + ". BLEU: sacreBLEU on the test set, greedy decoding, evaluated on "
              "the slow weights for Lookahead.", "",
-             f"Machine: {h.machine().get('cpu')}.", "",
              "| optimizer | seeds | test BLEU (mean ± std) | per seed | final training loss | "
              "minutes per run | paper (WMT'14, Table 4) |", "|---|---|---|---|---|---|---|"]
     summary = {}
@@ -191,7 +186,7 @@ def main(argv=None):
     p.add_argument("--grid", action="store_true",
                    help="add, one seed each, the paper's lr x k grid for Lookahead(Adam) and "
                         "Adafactor's cap at 0.003 and 0.03")
-    add_common_arguments(p, "examples/translate.py")
+    add_common_arguments(p, "benchmarks/nmt/train.py")
     sweep_main(p, argv, run_all, write_report)
 
 if __name__ == "__main__":

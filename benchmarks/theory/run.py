@@ -1,7 +1,7 @@
 """The paper's theory with the project's optimizer: writes benchmarks/results/theory.{md,json} and
 theory_*.png. One command, a few minutes on a laptop CPU:
 
-    python benchmarks/theory/run.py            # --quick for a smaller smoke run
+    python -m benchmarks.theory.run            # --quick for a smaller smoke run
 
 1. Prop. 2: stationary variance of the slow weights on the noisy quadratic, measured over many
    chains, against the closed forms.
@@ -13,24 +13,20 @@ theory_*.png. One command, a few minutes on a laptop CPU:
 
 import argparse
 import os
-import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.dirname(HERE))
 
 import numpy as np  # noqa: E402
 import keras  # noqa: E402
 from keras import ops  # noqa: E402
 
-import _harness  # noqa: E402
-import analytic  # noqa: E402
-import momentum as cm  # noqa: E402
-import noisy_quadratic  # noqa: E402
+from benchmarks import _harness  # noqa: E402
+from benchmarks.theory import analytic  # noqa: E402
+from benchmarks.theory import momentum as cm  # noqa: E402
+from benchmarks.theory import noisy_quadratic  # noqa: E402
 
-RESULTS = os.path.join(os.path.dirname(HERE), "results")
+RESULTS = _harness.RESULTS
 
 
 # -- 1. Prop. 2 --------------------------------------------------------------------------------
@@ -220,8 +216,8 @@ def plots(payload, out):
 
 def write_md(payload, out):
     p2 = payload["prop2"]
-    lines = ["# The paper's theory, with this project's optimizer", "",
-             f"Command: `{payload['command']}`", "", f"Machine: {payload['machine']}", "",
+    lines = _harness.header("The paper's theory, with this project's optimizer",
+                            payload["command"], payload["machine"]) + [
              f"Backend: {payload['backend']}. Wall time {payload['seconds']:.0f} s.", "",
              "## 1. Noisy quadratic, Prop. 2: stationary variance", "",
              f"L̂(x) = ½ Σ aᵢ (xᵢ − cᵢ)², a = {p2['a']}, Σ = A⁻¹. The real `Lookahead(SGD(lr))` "

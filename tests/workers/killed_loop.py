@@ -17,11 +17,8 @@ import numpy as np  # noqa: E402
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(ROOT, "examples"))
-
-import _distribute  # noqa: E402
-from _loop import CustomLoop  # noqa: E402
+from examples import _distribute  # noqa: E402
+from examples._loop import CustomLoop  # noqa: E402
 from keras_lookahead import Lookahead  # noqa: E402
 
 

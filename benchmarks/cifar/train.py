@@ -3,12 +3,12 @@ the paper's scale on an accelerator or at a small scale on a CPU, and an ImageNe
 
 One run trains one optimizer with one seed and writes its per-epoch record as JSON:
 
-    python examples/cifar.py --optimizer lookahead-sgd                   # the paper profile
-    python examples/cifar.py --profile cpu --optimizer adam \\
+    python -m benchmarks.cifar.train --optimizer lookahead-sgd           # the paper profile
+    python -m benchmarks.cifar.train --profile cpu --optimizer adam \\
         --data-dir ../shared/data/cifar10_jpeg.tar.gz                    # the CPU profile
-    python examples/cifar.py --profile cpu --optimizer lookahead-sgd --k 10 --alpha 0.8 \\
+    python -m benchmarks.cifar.train --profile cpu --optimizer lookahead-sgd --k 10 --alpha 0.8 \\
         --lr 0.2 --momentum 0.95 --inner-state interpolate --seed 2 --out run.json
-    python examples/cifar.py --profile imagenet --optimizer lookahead-sgd --strategy tpu
+    python -m benchmarks.cifar.train --profile imagenet --optimizer lookahead-sgd --strategy tpu
 
 Profiles (every value can be overridden from the command line):
 - paper: ResNet-18 in the wide CIFAR variant of DeVries & Taylor's Cutout repository (3x3 stem,
@@ -44,9 +44,9 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import _distribute  # noqa: E402
-from _args import fill_from_profile, require_counts  # noqa: E402
-from _data import image_folder, local_folder  # noqa: E402
+from examples import _distribute  # noqa: E402
+from examples._args import fill_from_profile, require_counts  # noqa: E402
+from examples._data import image_folder, local_folder  # noqa: E402
 
 PROFILES = {
     "paper": dict(dataset="cifar10", model="resnet18", width=64, epochs=200, batch_size=128,
@@ -126,8 +126,6 @@ def parse_args(argv=None):
         p.error("--dataset imagenet2012: use --profile imagenet (ResNet-50, 224x224)")
     require_counts(p, args, positive=("epochs", "batch_size", "k", "width", "image_size"),
                    non_negative=("limit", "test_limit", "synthetic", "steps_per_epoch"))
-    if not 0.0 < args.alpha <= 1.0:
-        p.error(f"--alpha {args.alpha}: must be in (0, 1]")
     if args.lr <= 0 or not 0.0 <= args.momentum < 1.0:
         p.error(f"--lr {args.lr} / --momentum {args.momentum}: need lr > 0, 0 <= momentum < 1")
     if not 0.0 < args.lr_decay <= 1.0:
@@ -463,7 +461,7 @@ def run(args):
     print(f"{args.optimizer} (lr {args.lr}, seed {args.seed}) on {n_train} images, "
           f"{classes} classes, {record['params']:,} parameters, {dist.replicas} replica(s)")
     if dist.name == "multiworker":  # Keras's fit and evaluate cannot run there (keras #20585)
-        from _loop import CustomLoop
+        from examples._loop import CustomLoop
 
         loop = CustomLoop(dist, model, keras.losses.SparseCategoricalCrossentropy(
             from_logits=True), accuracy=True, jit_compile=args.jit_compile,
@@ -488,7 +486,7 @@ def run(args):
 
 
 def main(argv=None):
-    return _distribute.main(__file__, parse_args, run, argv)
+    return _distribute.main(__spec__.name, parse_args, run, argv)
 
 
 if __name__ == "__main__":

@@ -5,10 +5,10 @@ One run trains one optimizer with one seed, then translates the test set greedil
 with sacreBLEU; it writes its record (training curve, BLEU, samples) as JSON beside its
 subword vocabularies:
 
-    python examples/translate.py --optimizer lookahead-adam                  # paper profile
-    python examples/translate.py --profile cpu --optimizer adam \\
+    python -m benchmarks.nmt.train --optimizer lookahead-adam               # paper profile
+    python -m benchmarks.nmt.train --profile cpu --optimizer adam \\
         --data-dir ../shared/data/multi30k --run-dir runs/adam-s0           # CPU profile
-    python examples/translate.py --profile cpu --optimizer lookahead-adam --lr 0.04 --k 10 \\
+    python -m benchmarks.nmt.train --profile cpu --optimizer lookahead-adam --lr 0.04 --k 10 \\
         --data-dir ../shared/data/multi30k --strategy mirrored --cpu-replicas 2
 
 Profiles (every value can be overridden):
@@ -47,8 +47,8 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import _distribute  # noqa: E402
-from _args import fill_from_profile, require_counts  # noqa: E402
+from examples import _distribute  # noqa: E402
+from examples._args import fill_from_profile, require_counts  # noqa: E402
 
 PROFILES = {
     "paper": dict(layers=6, width=512, heads=8, ffn=2048, dropout=0.1, batch_size=256,
@@ -109,8 +109,6 @@ def parse_args(argv=None):
         p.error(f"--width {args.width} / --heads {args.heads}: width must divide by heads")
     if not 0.0 <= args.dropout < 1.0:
         p.error(f"--dropout {args.dropout}: must be in [0, 1)")
-    if not 0.0 < args.alpha <= 1.0:
-        p.error(f"--alpha {args.alpha}: must be in (0, 1]")
     if args.lr is None:
         args.lr = LR_DEFAULTS["adafactor" if args.optimizer == "adafactor" else "adam"]
     if args.lr <= 0:
@@ -408,7 +406,7 @@ def run(args):
           f"{record['train_pairs']:,} pairs, {record['params']:,} parameters")
     start = time.time()
     if dist.name == "multiworker":  # Keras's fit cannot run there (keras #20585)
-        from _loop import CustomLoop
+        from examples._loop import CustomLoop
 
         CustomLoop(dist, model, masked_loss, jit_compile=args.jit_compile,
                    checkpoint_dir=args.checkpoint_dir).fit(
@@ -435,7 +433,7 @@ def run(args):
 
 
 def main(argv=None):
-    return _distribute.main(__file__, parse_args, run, argv)
+    return _distribute.main(__spec__.name, parse_args, run, argv)
 
 
 if __name__ == "__main__":
