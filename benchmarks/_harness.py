@@ -87,6 +87,11 @@ def machine():
         info["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"],
                                         capture_output=True, text=True,
                                         cwd=os.path.dirname(__file__)).stdout.strip()
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                 capture_output=True, text=True,
+                                 cwd=os.path.dirname(__file__)).stdout.strip()
+        if changed:  # the numbers come from code that is not that commit
+            info["commit"] += " with uncommitted changes"
     except OSError:
         pass
     return info

@@ -109,14 +109,22 @@ class Branch(_Form):
         for fast, slow in pairs:
             new = algorithm.slow_update(slow, fast, alpha)
             slow.assign(new)
-            fast.assign(new)
+            fast.assign(_cast(new, fast))
         for m, cached in moments:
             new = algorithm.momentum_update(la.inner_state, m, cached, alpha)
-            m.assign(new)
+            m.assign(_cast(new, m))
             if cached is not None:
                 cached.assign(new)
         for value, follower in held + held_moments:
-            follower.assign(value)
+            follower.assign(_cast(value, follower))
+
+
+def _cast(value, variable):
+    """`value` in `variable`'s dtype: a float32 slow weight or cached moment written to its
+    16-bit variable (slow_dtype), or the reverse; the value itself where the dtypes agree."""
+    if value.dtype == variable.dtype:
+        return value
+    return ops.cast(value, variable.dtype)
 
 
 def _nothing():
@@ -151,18 +159,17 @@ class Selects(_Form):
             fast, slow = ops.convert_to_tensor(fast_var), ops.convert_to_tensor(slow_var)
             new_slow = ops.where(sync, algorithm.slow_update(slow, fast, alpha), slow)
             slow_var.assign(new_slow)
-            fast_var.assign(ops.where(sync, new_slow, fast))
+            fast_var.assign(ops.where(sync, _cast(new_slow, fast), fast))
         for value, follower in held + held_moments:
-            follower.assign(ops.where(sync, ops.convert_to_tensor(value),
+            follower.assign(ops.where(sync, _cast(ops.convert_to_tensor(value), follower),
                                       ops.convert_to_tensor(follower)))
         for m_var, cached_var in moments:
             m = ops.convert_to_tensor(m_var)
             cached = None if cached_var is None else ops.convert_to_tensor(cached_var)
-            new_m = ops.where(
-                sync, algorithm.momentum_update(la.inner_state, m, cached, alpha), m)
-            m_var.assign(new_m)
+            new = algorithm.momentum_update(la.inner_state, m, cached, alpha)
+            m_var.assign(ops.where(sync, _cast(new, m), m))
             if cached_var is not None:
-                cached_var.assign(ops.where(sync, new_m, cached))
+                cached_var.assign(ops.where(sync, _cast(new, cached), cached))
 
 
 class TensorFlowSelects(Selects):
@@ -303,24 +310,34 @@ class HostCounted(_Form):
         la._record_alpha(alpha, estimate)
         if not isinstance(alpha, float):  # a scheduled or adaptive α: one read per sync
             alpha = float(ops.convert_to_numpy(alpha))
-        fast = [f.value for f, _ in pairs]
-        slow = [s.value for _, s in pairs]
+        # Pairs of one dtype are synced in place; a 16-bit variable with float32 slow weights
+        # (slow_dtype) is synced on a float32 copy, then gets the rounded result.
+        same = [(f.value, s.value) for f, s in pairs if f.dtype == s.dtype]
+        mixed = [(f.value, s.value) for f, s in pairs if f.dtype != s.dtype]
         with torch.no_grad():
             if held or held_moments:
                 op["copy_"]([f.value for _, f in held + held_moments],
                             [v.value for v, _ in held + held_moments])
-            torch_slow_update(op, slow, fast, alpha)
+            if same:
+                torch_slow_update(op, [s for _, s in same], [f for f, _ in same], alpha)
+            if mixed:
+                up = [f.to(s.dtype) for f, s in mixed]
+                torch_slow_update(op, [s for _, s in mixed], up, alpha)
+                op["copy_"]([f for f, _ in mixed], [s for _, s in mixed])
             if not moments:
                 return
             m = [mv.value for mv, _ in moments]
             if la.inner_state == "reset":
                 op["zero_"](m)
-            else:
-                cached = [cv.value for _, cv in moments]
-                # momentum_update: α m + (1 − α) m_prev, in place
-                op["mul_"](m, alpha)
-                op["add_"](m, cached, alpha=1.0 - alpha)
-                op["copy_"](cached, m)
+                return
+            cached = [cv.value for _, cv in moments]
+            # momentum_update: α m + (1 − α) m_prev, in place (in the cache's dtype)
+            up = [x if x.dtype == c.dtype else x.to(c.dtype) for x, c in zip(m, cached)]
+            op["mul_"](up, alpha)
+            op["add_"](up, cached, alpha=1.0 - alpha)
+            op["copy_"](cached, up)
+            if any(x is not u for x, u in zip(m, up)):
+                op["copy_"](m, up)
 
 
 def torch_slow_update(op, slow, fast, alpha):

@@ -110,6 +110,42 @@ def base_counters(optimizer):
         raise _missing("Optimizer._iterations / _learning_rate") from None
 
 
+def add_variable_like(optimizer, reference, name, dtype, initializer="zeros"):
+    """`optimizer.add_variable_from_reference(reference, name, initializer)` in another dtype:
+    float32 slow weights for a bfloat16 variable (Lookahead's `slow_dtype`).
+
+    No Keras version from 3.8 to 3.15 lets `add_variable_from_reference` take a dtype (it uses
+    the reference's), so its steps are repeated with the public `add_variable`: the same name;
+    on TensorFlow the same colocation with the reference, under the strategy the TF optimizer
+    captured at construction (`_distribution_strategy`, private: the variable must sit on the
+    reference's devices, as the optimizer's own slots do); from Keras 3.10 the reference's
+    layout (`_layout`, private, read with a default as Keras itself reads it; 3.8 and 3.9 have
+    no `layout` argument, and their JAX variables take their layout from the distribution by
+    path, as the reference-made slots there do).
+    """
+    if hasattr(reference, "path"):
+        full_name = f"{reference.path.replace('/', '_')}_{name}"
+    else:
+        full_name = f"{str(reference.name).replace('/', '_').replace(':', '_')}_{name}"
+    options = {}
+    if KERAS_VERSION >= (3, 10):
+        options["layout"] = getattr(reference, "_layout", None)
+
+    def make():
+        return optimizer.add_variable(shape=reference.shape, initializer=initializer,
+                                      dtype=dtype, name=full_name, **options)
+
+    if keras.backend.backend() != "tensorflow":
+        return make()
+    try:
+        strategy = optimizer._distribution_strategy
+    except AttributeError:
+        raise _missing("the TensorFlow optimizer's _distribution_strategy") from None
+    value = reference.value if isinstance(reference, keras.Variable) else reference
+    with strategy.extended.colocate_vars_with(value):
+        return make()
+
+
 def apply_calls(optimizer):
     """The count of `apply` calls, gradient-accumulation micro-steps included.
 

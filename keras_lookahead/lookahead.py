@@ -32,6 +32,8 @@ def slow_update(slow, fast, alpha):
     With α = 1 (a Python float) the fast weights are returned as they are: φ + (θ − φ) can
     round differently from θ.
     """
+    if fast.dtype != slow.dtype:  # float32 slow weights of a 16-bit variable: in float32
+        fast = ops.cast(fast, slow.dtype)
     if isinstance(alpha, float) and alpha == 1.0:
         return fast
     alpha = ops.cast(alpha, slow.dtype)
@@ -46,6 +48,8 @@ def momentum_update(policy, m, m_prev, alpha):
     """
     if policy == policies.RESET:
         return ops.zeros_like(m)
+    if m.dtype != m_prev.dtype:  # a float32 cache of a 16-bit moment: in float32
+        m = ops.cast(m, m_prev.dtype)
     alpha = ops.cast(alpha, m.dtype)
     return ops.add(ops.multiply(alpha, m), ops.multiply(ops.subtract(1, alpha), m_prev))
 
@@ -71,6 +75,8 @@ ADAPTIVE = "adaptive"
 # The counters of updates and syncs are int32 on the device (as Keras's own iteration counter):
 # a sync period must fit with room to count past it.
 MAX_SYNC_PERIOD = 2**30
+# slow_dtype: None (float32 for 16-bit variables) or "variable" (the variable's own dtype)
+SLOW_DTYPES = (None, "variable")
 
 # Options of keras.optimizers.Optimizer that act on gradients or weights at each step, with their
 # defaults. They belong to the inner optimizer: on the wrapper they would act twice or not at all.
@@ -144,6 +150,16 @@ class Lookahead(keras.optimizers.Optimizer):
             variables the optimizer was built with and returning, for each, a tensor of its
             shape with the diagonal of the curvature estimate Â (e.g. a known Hessian diagonal
             in experiments). Needed for inner optimizers without second moments.
+        slow_dtype: the dtype of the slow weights (and of the momenta cached by
+            `inner_state="interpolate"`). `None` (default): float32 for a float16 or bfloat16
+            variable, the variable's own dtype otherwise. A 16-bit sync rounds away every move
+            below about 2⁻⁸ of |φ| (bfloat16) at every sync; in float32 the slow weights keep
+            it and the variable gets the rounded result. This costs, per parameter of a 16-bit
+            variable, 4 bytes of slow weight plus 2 bytes where the fast weights wait while the
+            model holds the slow ones (`use_slow_weights`), against 2 bytes. `"variable"`: the
+            variable's own dtype always (what other Lookahead implementations do). Variables
+            of 32 bits or more (including those of `mixed_float16`/`mixed_bfloat16` policies,
+            which keep float32 variables) are the same either way.
         name: name of the optimizer.
 
     Options that act on gradients or weights (`clipnorm`, `clipvalue`, `global_clipnorm`,
@@ -174,6 +190,7 @@ class Lookahead(keras.optimizers.Optimizer):
         inner_state="maintain",
         min_slow_step_size=None,
         curvature=None,
+        slow_dtype=None,
         name=None,
         **kwargs,
     ):
@@ -184,6 +201,11 @@ class Lookahead(keras.optimizers.Optimizer):
         min_slow_step_size = _check_adaptive_options(
             inner, slow_step_size, min_slow_step_size, curvature)
         _check_kwargs(kwargs)
+        if not (slow_dtype is None or (isinstance(slow_dtype, str) and slow_dtype in SLOW_DTYPES)):
+            raise ValueError(
+                f"Lookahead: slow_dtype must be one of {SLOW_DTYPES} (None: float32 for 16-bit "
+                f"variables), got {slow_dtype!r}."
+            )
         if name is not None and (not isinstance(name, str) or "/" in name):
             raise ValueError(f"Lookahead: name must be a string without '/', got {name!r}.")
 
@@ -194,8 +216,13 @@ class Lookahead(keras.optimizers.Optimizer):
         self._inner_state = inner_state
         self._min_slow_step_size = min_slow_step_size
         self._curvature = curvature
+        self._slow_dtype = slow_dtype
         self._slow_weights = []
         self._cached_moments = []
+        # Where the fast weights of variables whose slow weights have another dtype wait while
+        # the model holds the slow ones (an exchange would round the slow weights); None for
+        # the others. See `_exchange`.
+        self._parked = []
         # 1 while the model variables hold the slow weights and the slow-weight variables the
         # fast ones (callbacks.py swaps them by exchange). Saved with the state, so a checkpoint
         # written during the swap resumes exactly. Made here, eagerly, like the base class's
@@ -232,6 +259,11 @@ class Lookahead(keras.optimizers.Optimizer):
         latest sync in the last two cases.
         """
         return self._slow_step_size
+
+    @property
+    def slow_dtype(self):
+        """None (float32 slow weights for 16-bit variables) or "variable" (see the class)."""
+        return self._slow_dtype
 
     @property
     def min_slow_step_size(self):
@@ -338,10 +370,13 @@ class Lookahead(keras.optimizers.Optimizer):
         # float8 scaling factors) are state, not weights: no slow copy.
         self._slow_weights = [
             None if getattr(v, "overwrite_with_gradient", False)
-            else self.add_variable_from_reference(
-                v, name="slow", initializer=_CurrentValue(v)
-            )
+            else self._add_slot(v, "slow", _CurrentValue(v))
             for v in var_list
+        ]
+        self._parked = [
+            None if s is None or s.dtype == v.dtype
+            else self.add_variable_from_reference(v, name="fast_parked")
+            for v, s in zip(var_list, self._slow_weights)
         ]
         # The inner's first moments are looked up, never stored here: an attribute holding them
         # would make Keras track them as this optimizer's own variables too.
@@ -349,7 +384,7 @@ class Lookahead(keras.optimizers.Optimizer):
         if self._inner_state == policies.INTERPOLATE:
             # Referenced to the model variable, so they are placed like it and named after it.
             self._cached_moments = [
-                None if m is None else self.add_variable_from_reference(v, name="momentum_cached")
+                None if m is None else self._add_slot(v, "momentum_cached", "zeros", like=m)
                 for v, m in zip(var_list, moments)
             ]
         if self._k_schedule is not None:
@@ -365,6 +400,15 @@ class Lookahead(keras.optimizers.Optimizer):
                 (), initializer="zeros", dtype="float32", name="slow_step_size_estimate")
         super().build(var_list)
         self._state_changed()
+
+    def _add_slot(self, variable, name, initializer, like=None):
+        """A variable of `variable`'s shape and placement in the slow dtype: `variable`'s dtype
+        (`like`'s, for a cached moment), or float32 where that is 16-bit and `slow_dtype` is
+        None."""
+        dtype = keras.backend.standardize_dtype((like if like is not None else variable).dtype)
+        if self._slow_dtype is None and dtype in ("float16", "bfloat16"):
+            return compat.add_variable_like(self, variable, name, "float32", initializer)
+        return self.add_variable_from_reference(variable, name=name, initializer=initializer)
 
     @property
     def variables(self):
@@ -408,7 +452,7 @@ class Lookahead(keras.optimizers.Optimizer):
                 "which this optimizer was not built with."
             )
         slow = self._slow_weights[index]
-        if slow is not None and self.slow_weights_in_model():
+        if slow is not None and self._parked[index] is None and self.slow_weights_in_model():
             return variable
         return slow
 
@@ -440,11 +484,23 @@ class Lookahead(keras.optimizers.Optimizer):
             self._host_slow_in_model = False
 
     def _exchange(self):
-        """Exchanges the values of the model variables and their slow weights, exactly."""
-        for fast, slow in self._pairs():
-            held = ops.copy(fast)
-            fast.assign(slow)
-            slow.assign(held)
+        """Exchanges the values of the model variables and their slow weights, exactly.
+
+        A slow weight of another dtype than its variable (float32 for a bfloat16 variable)
+        stays where it is, exact: the fast weight is parked in a variable of its own dtype and
+        the model gets the slow weight, rounded; the next exchange brings the fast one back.
+        """
+        parked = [p for v, p in zip(self._slow_weights, self._parked) if v is not None]
+        for (fast, slow), park in zip(self._pairs(), parked):
+            if park is None:
+                held = ops.copy(fast)
+                fast.assign(slow)
+                slow.assign(held)
+            elif self._host_slow_in_model:  # out: the fast weights come back
+                fast.assign(park)
+            else:
+                park.assign(fast)
+                fast.assign(ops.cast(slow, fast.dtype))
 
     def _refuse_training_on_slow_weights(self):
         """Raises if the model holds the slow weights (an eager step: nothing can repair it).
@@ -618,7 +674,7 @@ class Lookahead(keras.optimizers.Optimizer):
     def _capture(self):
         """φ ← θ: the slow weights start from the model's weights at the first applied update."""
         for fast, slow in self._pairs():
-            slow.assign(fast)
+            slow.assign(ops.cast(fast, slow.dtype))
 
     def _first_moments(self):
         """The inner optimizer's first-moment slots the policy acts on (none for "maintain")."""
@@ -682,6 +738,7 @@ class Lookahead(keras.optimizers.Optimizer):
             "inner_state": self._inner_state,
             "min_slow_step_size": self._min_slow_step_size,
             "curvature": value(self._curvature),
+            "slow_dtype": self._slow_dtype,
         }
 
     @classmethod

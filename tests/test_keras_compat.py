@@ -223,3 +223,45 @@ def test_torch_foreach_ops_compute_in_place():
     c = [torch.tensor([0.0])]
     op["lerp_"](c, [torch.tensor([float("inf")])], 0.75)
     assert torch.isnan(c[0]).all()
+
+
+# -- an optimizer variable in another dtype (Lookahead's slow_dtype) ------------------------------
+
+def test_add_variable_like_is_add_variable_from_reference_in_another_dtype():
+    ref = keras.Variable(np.ones((4, 3)), dtype="bfloat16", name="kernel")
+    opt = keras.optimizers.SGD()
+    keras_made = opt.add_variable_from_reference(ref, name="slow")
+    ours = compat.add_variable_like(opt, ref, "slow", "float32", initializer="ones")
+    assert keras.backend.standardize_dtype(keras_made.dtype) == "bfloat16"
+    assert keras.backend.standardize_dtype(ours.dtype) == "float32"
+    assert ours.name == keras_made.name and tuple(ours.shape) == tuple(keras_made.shape)
+    assert any(v is ours for v in opt.variables)  # tracked as the optimizer's own
+    np.testing.assert_array_equal(ops.convert_to_numpy(ours), np.ones((4, 3)))
+    if compat.KERAS_VERSION >= (3, 10):  # add_variable takes the layout from 3.10 on
+        assert getattr(ours, "_layout", None) is getattr(ref, "_layout", None)
+
+
+@tf_only
+def test_add_variable_like_colocates_under_a_tf_strategy():
+    import tensorflow as tf
+
+    # the strategy the TF optimizer captured at construction: what its own slots colocate with
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    with strategy.scope():
+        ref = keras.Variable(np.ones(3), dtype="bfloat16", name="w")
+        opt = keras.optimizers.SGD()
+        assert opt._distribution_strategy is strategy
+        ours = compat.add_variable_like(opt, ref, "slow", "float32")
+    assert ours.value.device == ref.value.device
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="PyTorch-only behaviour")
+def test_torch_foreach_copy_converts_dtypes():
+    # the sync of a bfloat16 variable with float32 slow weights copies across dtypes
+    import torch
+
+    op = compat.torch_foreach()
+    a = [torch.zeros(2, dtype=torch.bfloat16)]
+    op["copy_"](a, [torch.tensor([1 - 2.0 ** -9, 1 - 3 * 2.0 ** -10])])  # float32 values
+    assert a[0].dtype == torch.bfloat16
+    np.testing.assert_array_equal(a[0].float().numpy(), [1.0, 1 - 2.0 ** -8])  # rounded
