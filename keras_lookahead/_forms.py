@@ -331,13 +331,15 @@ class HostCounted(_Form):
                 op["zero_"](m)
                 return
             cached = [cv.value for _, cv in moments]
-            # momentum_update: α m + (1 − α) m_prev, in place (in the cache's dtype)
+            # momentum_update: α m + (1 − α) m_prev, in place (in the cache's dtype: a 16-bit
+            # moment with a float32 cache is computed on a float32 copy, then copied back)
             up = [x if x.dtype == c.dtype else x.to(c.dtype) for x, c in zip(m, cached)]
             op["mul_"](up, alpha)
             op["add_"](up, cached, alpha=1.0 - alpha)
             op["copy_"](cached, up)
-            if any(x is not u for x, u in zip(m, up)):
-                op["copy_"](m, up)
+            copies = [(x, u) for x, u in zip(m, up) if x is not u]
+            if copies:
+                op["copy_"]([x for x, _ in copies], [u for _, u in copies])
 
 
 def torch_slow_update(op, slow, fast, alpha):
