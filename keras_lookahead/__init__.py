@@ -3,6 +3,7 @@
 from keras_lookahead.callbacks import (
     SwapSlowWeights,
     find_lookahead,
+    find_lookaheads,
     restore_fast_weights,
     use_slow_weights,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "Ranger",
     "SwapSlowWeights",
     "find_lookahead",
+    "find_lookaheads",
     "register_first_moments",
     "restore_fast_weights",
     "use_slow_weights",

@@ -8,7 +8,8 @@ a missing name raises `KerasInternalsChanged`, which names the installed version
 
 Public conventions the package also relies on, named here so there is one place to look:
 `inner_optimizer` (the wrapped optimizer of a wrapper such as `LossScaleOptimizer`, followed
-by `wrapper_chain`) and `Variable.overwrite_with_gradient`.
+by `wrapper_chain`), `MultiOptimizer.optimizers` (its members, from Keras 3.15, followed by
+`multi_members`) and `Variable.overwrite_with_gradient`.
 """
 
 import keras
@@ -56,6 +57,45 @@ def is_wrapper(optimizer):
 def innermost(optimizer):
     """The plain optimizer at the end of the wrapper chain: the one that owns the slots."""
     return wrapper_chain(optimizer)[-1]
+
+
+def multi_members(optimizer):
+    """The members of a `keras.optimizers.MultiOptimizer` (its public `optimizers`), or None for
+    any other optimizer. Keras has MultiOptimizer from 3.15; before, nothing is one."""
+    multi = getattr(keras.optimizers, "MultiOptimizer", None)
+    if multi is None or not isinstance(optimizer, multi):
+        return None
+    return list(optimizer.optimizers)
+
+
+def member_of(multi, variable):
+    """(the member of a built MultiOptimizer that updates `variable`, its index there).
+
+    Read from the members themselves (each is built on its own variables), not from
+    MultiOptimizer's private routing table.
+    """
+    for member in multi_members(multi):
+        if member.built:
+            index = variable_index(member, variable)
+            if index is not None:
+                return member, index
+    raise ValueError(
+        f"Lookahead: no member of {multi.name!r} (a MultiOptimizer) was built with "
+        f"{getattr(variable, 'path', variable)!r}."
+    )
+
+
+def per_member(multi, slots_of):
+    """One entry per variable a built MultiOptimizer was built with: `slots_of(member)` (a list
+    per member variable, or [] for none) at the variable's index in its member."""
+    found, result = {}, []
+    for variable in built_variables(multi):
+        member, index = member_of(multi, variable)
+        if id(member) not in found:
+            found[id(member)] = slots_of(member)
+        slots = found[id(member)]
+        result.append(slots[index] if slots else None)
+    return result
 
 
 def applied_updates(optimizer):

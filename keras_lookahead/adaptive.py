@@ -57,6 +57,11 @@ def check_curvature_source(optimizer, curvature):
         except ValueError:
             pass  # no signature to read (some builtins): its result is checked at the sync
         return
+    members = compat.multi_members(compat.innermost(optimizer))
+    if members is not None:
+        for member in members:  # every group needs its curvature (those made at build: then)
+            check_curvature_source(member, None)
+        return
     owner, found = _lookup(optimizer)
     if found is None:
         names = ", ".join(sorted(c.__name__ for c in _SECOND_MOMENTS))
@@ -69,7 +74,12 @@ def check_curvature_source(optimizer, curvature):
 
 
 def _inner_curvature(optimizer):
-    """The bias-corrected second moments of the (built) inner optimizer, one per variable."""
+    """The bias-corrected second moments of the (built) inner optimizer, one per variable.
+
+    For a MultiOptimizer, each variable's comes from its member, with that member's rate and
+    count."""
+    if compat.multi_members(compat.innermost(optimizer)) is not None:
+        return compat.per_member(compat.innermost(optimizer), _inner_curvature)
     owner, (attribute, rate_name) = _lookup(optimizer)
     t = ops.cast(owner.iterations, "float32")
     rate = ops.cast(getattr(owner, rate_name), "float32")
@@ -81,7 +91,9 @@ def _inner_curvature(optimizer):
 def estimate(la, grads):
     """α* before clipping, from the current fast and slow weights and the step's gradients.
 
-    `grads` are aligned with the variables the optimizer was built with.
+    `grads` are aligned with the variables the optimizer was built with. They are the gradients
+    of the scaled loss where the inner optimizer has a `loss_scale_factor` (it scaled the loss,
+    and unscales them in its own step): the estimate unscales them too.
     """
     variables = la._built_variables()
     if la._curvature is not None:
@@ -107,6 +119,9 @@ def estimate(la, grads):
         d = ops.subtract(ops.cast(slow, "float32"), ops.cast(fast, "float32"))
         num = ops.add(num, ops.sum(ops.multiply(ops.cast(g, "float32"), d)))
         den = ops.add(den, ops.sum(ops.multiply(ops.cast(a, "float32"), ops.square(d))))
+    scale = la.inner_optimizer.loss_scale_factor
+    if scale is not None:
+        num = ops.divide(num, ops.cast(scale, "float32"))
     # d = 0 (the fast weights did not move) or no curvature along d: any α gives the same point
     # or the model has no minimum along the line; take a full step, the upper clip.
     safe = ops.where(ops.greater(den, 0.0), den, 1.0)

@@ -20,27 +20,86 @@ from keras_lookahead.lookahead import Lookahead
 _AT_END = ("slow", "fast")
 
 
+def find_lookaheads(model_or_optimizer):
+    """Every Lookahead of a model or optimizer that is not inside another Lookahead.
+
+    Wrappers are followed through their `inner_optimizer` attribute, as Keras's
+    `LossScaleOptimizer` (which `compile` adds under a mixed_float16 policy) exposes it, and a
+    `keras.optimizers.MultiOptimizer` through its members: `MultiOptimizer` with a Lookahead for
+    the encoder and another for the decoder gives both. The search stops at a Lookahead: the
+    slow weights of the whole model under it are its own, whatever it wraps.
+
+    Returns:
+        A list, outermost and in member order first; empty if there is none.
+    """
+    obj = model_or_optimizer
+    opt = obj if isinstance(obj, keras.optimizers.Optimizer) else getattr(obj, "optimizer", None)
+    found, seen = [], set()
+
+    def walk(optimizer):
+        for link in compat.wrapper_chain(optimizer):
+            if id(link) in seen:
+                return
+            seen.add(id(link))
+            if isinstance(link, Lookahead):
+                found.append(link)
+                return
+            members = compat.multi_members(link)
+            if members is not None:
+                for member in members:
+                    walk(member)
+                return
+
+    walk(opt)
+    return found
+
+
 def find_lookahead(model_or_optimizer):
     """The Lookahead of a model or optimizer, looking through wrappers at any depth.
 
     Wrappers are followed through their `inner_optimizer` attribute, as Keras's
-    `LossScaleOptimizer` (which `compile` adds under a mixed_float16 policy) exposes it.
+    `LossScaleOptimizer` (which `compile` adds under a mixed_float16 policy) exposes it, and a
+    `MultiOptimizer` through its members (see `find_lookaheads`).
 
     Raises:
-        ValueError: if there is no Lookahead.
+        ValueError: if there is no Lookahead, or several (a MultiOptimizer with a Lookahead per
+            group: use `find_lookaheads`).
     """
+    found = find_lookaheads(model_or_optimizer)
+    if len(found) == 1:
+        return found[0]
     obj = model_or_optimizer
     opt = obj if isinstance(obj, keras.optimizers.Optimizer) else getattr(obj, "optimizer", None)
-    seen = opt
-    for opt in compat.wrapper_chain(opt):
-        if isinstance(opt, Lookahead):
-            return opt
+    if found:
+        raise ValueError(
+            f"keras_lookahead: {type(model_or_optimizer).__name__} has {len(found)} Lookahead "
+            f"optimizers ({', '.join(repr(la.name) for la in found)}, members of a "
+            "MultiOptimizer); use find_lookaheads() to get them all."
+        )
     raise ValueError(
         "keras_lookahead: no Lookahead optimizer found in "
         f"{type(model_or_optimizer).__name__} (its optimizer is "
-        f"{type(seen).__name__ if seen is not None else None}). Compile the model with "
-        "optimizer=Lookahead(...)."
+        f"{type(opt).__name__ if opt is not None else None}). Compile the model with "
+        "optimizer=Lookahead(...), or a MultiOptimizer with Lookahead members."
     )
+
+
+def _lookaheads(model_or_optimizer):
+    """`find_lookaheads`, raising `find_lookahead`'s error if there is none."""
+    found = find_lookaheads(model_or_optimizer)
+    if not found:
+        find_lookahead(model_or_optimizer)  # raises, naming what the optimizer is
+    return found
+
+
+def _swap_in(lookaheads):
+    for la in lookaheads:
+        la._swap_in()
+
+
+def _swap_out(lookaheads):
+    for la in lookaheads:
+        la._swap_out()
 
 
 def restore_fast_weights(model_or_optimizer):
@@ -51,7 +110,7 @@ def restore_fast_weights(model_or_optimizer):
     after loading a checkpoint saved while the model held them (`model.fit` and
     `train_on_batch` do it themselves in the first case, and a newly traced TF step in both).
     """
-    find_lookahead(model_or_optimizer)._swap_out()
+    _swap_out(_lookaheads(model_or_optimizer))
 
 
 @contextlib.contextmanager
@@ -60,7 +119,9 @@ def use_slow_weights(model_or_optimizer):
 
     For custom training loops: evaluate, predict or save on the slow weights, then go on
     training from the exact fast weights. If the model already holds the slow weights on entry,
-    it is left holding them.
+    it is left holding them. With a MultiOptimizer holding several Lookaheads (one per group of
+    variables), every group gets its slow weights, and the block receives the list of them;
+    otherwise it receives the Lookahead.
 
     Example:
 
@@ -69,14 +130,13 @@ def use_slow_weights(model_or_optimizer):
         val_loss = model.evaluate(x_val, y_val)
     ```
     """
-    la = find_lookahead(model_or_optimizer)
-    already = la.slow_weights_in_model()
-    la._swap_in()
+    found = _lookaheads(model_or_optimizer)
+    already = [la for la in found if la.slow_weights_in_model()]
+    _swap_in(found)
     try:
-        yield la
+        yield found[0] if len(found) == 1 else list(found)
     finally:
-        if not already:
-            la._swap_out()
+        _swap_out([la for la in found if not any(la is a for a in already)])
 
 
 @keras.saving.register_keras_serializable(package="keras_lookahead")
@@ -102,7 +162,8 @@ class SwapSlowWeights(keras.callbacks.Callback):
     and restores the fast weights after it.
 
     It finds the Lookahead at any depth of wrapping (e.g. `LossScaleOptimizer(Lookahead(...))`
-    under a mixed_float16 policy). Checkpoints saved by a `ModelCheckpoint` with a batch-count
+    under a mixed_float16 policy), and every Lookahead member of a `MultiOptimizer` (each group
+    then gets its own slow weights; the other groups have no slow copy and keep their weights). Checkpoints saved by a `ModelCheckpoint` with a batch-count
     `save_freq` hold the fast weights in the model (the slow ones are in the optimizer state):
     the swap happens at epoch boundaries only, where every backend has the weights in its
     variables.
@@ -128,34 +189,33 @@ class SwapSlowWeights(keras.callbacks.Callback):
             )
         self.at_end = at_end
         self._in_fit = False
-        self._swapped_for_call = False
+        self._swapped_for_call = []
 
     def get_config(self):
         return {"at_end": self.at_end}
 
-    def _lookahead(self):
-        return find_lookahead(self.model)
+    def _lookaheads(self):
+        return _lookaheads(self.model)
 
     # -- fit ----------------------------------------------------------------------------------
 
     def on_train_begin(self, logs=None):
-        self._lookahead()._swap_out()  # also fails early if there is no Lookahead
+        _swap_out(self._lookaheads())  # also fails early if there is no Lookahead
         self._in_fit = True
 
     def on_epoch_begin(self, epoch, logs=None):
         # Also undoes a swap restored from a backup by BackupAndRestore in on_train_begin.
-        self._lookahead()._swap_out()
+        _swap_out(self._lookaheads())
 
     def on_epoch_end(self, epoch, logs=None):
-        self._lookahead()._swap_in()
+        _swap_in(self._lookaheads())
 
     def on_train_end(self, logs=None):
         self._in_fit = False
-        la = self._lookahead()
         if self.at_end == "fast":
-            la._swap_out()
+            _swap_out(self._lookaheads())
             return
-        la._swap_in()
+        _swap_in(self._lookaheads())
         _restore_before_next_training(self.model)
 
     # -- evaluate and predict -----------------------------------------------------------------
@@ -173,17 +233,17 @@ class SwapSlowWeights(keras.callbacks.Callback):
         self._end_call()
 
     def _begin_call(self):
-        la = self._lookahead()
+        found = self._lookaheads()
         if self._in_fit:
-            la._swap_in()  # stays in until the next epoch begins
+            _swap_in(found)  # stays in until the next epoch begins
             return
-        self._swapped_for_call = not la.slow_weights_in_model()
-        la._swap_in()
+        self._swapped_for_call = [la for la in found if not la.slow_weights_in_model()]
+        _swap_in(found)
 
     def _end_call(self):
-        if not self._in_fit and self._swapped_for_call:
-            self._lookahead()._swap_out()
-        self._swapped_for_call = False
+        if not self._in_fit:
+            _swap_out(self._swapped_for_call)
+        self._swapped_for_call = []
 
 
 def _restore_before_next_training(model):
@@ -199,11 +259,7 @@ def _restore_before_next_training(model):
 
     def make_train_function(*args, **kwargs):
         del model.make_train_function  # one shot: back to the class's method
-        if isinstance(model.optimizer, keras.optimizers.Optimizer):
-            try:
-                find_lookahead(model)._swap_out()
-            except ValueError:
-                pass  # recompiled without Lookahead: nothing to restore
+        _swap_out(find_lookaheads(model))  # none if recompiled without Lookahead
         return model.make_train_function(*args, **kwargs)
 
     model.make_train_function = make_train_function

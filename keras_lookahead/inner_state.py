@@ -91,6 +91,18 @@ def check_policy(optimizer, policy):
         )
     if policy == MAINTAIN:
         return
+    members = compat.multi_members(compat.innermost(optimizer))
+    if members is not None:
+        # Each group's moments are its member's; a member without any keeps its momentum-free
+        # update. Members a selector function makes at build are checked then.
+        if members and all(_lookup(m)[1] is None for m in members):
+            raise ValueError(
+                f"Lookahead: inner_state={policy!r} acts on the inner optimizer's first "
+                "moments (momentum), but no member of the MultiOptimizer keeps any ("
+                + ", ".join(type(compat.innermost(m)).__name__ for m in members) + "). Use "
+                "inner_state='maintain' or give a member momentum."
+            )
+        return
     owner, attribute = _lookup(optimizer)
     if attribute is None:
         raise ValueError(
@@ -107,7 +119,12 @@ def _has_registered_class(owner):
 
 
 def first_moments(optimizer):
-    """The built optimizer's first-moment variables, one per model variable (or None)."""
+    """The built optimizer's first-moment variables, one per model variable (or None).
+
+    For a MultiOptimizer, each variable's moment is the one its member keeps for it.
+    """
+    if compat.multi_members(compat.innermost(optimizer)) is not None:
+        return compat.per_member(compat.innermost(optimizer), first_moments)
     owner, attribute = _lookup(optimizer)
     if attribute is None:
         return []

@@ -117,6 +117,10 @@ class Lookahead(keras.optimizers.Optimizer):
     the variables of the step that syncs: a layer frozen after the optimizer was built keeps its
     value, and its slow weight follows it. One Lookahead trains one model.
 
+    Lookahead can be a member of a `keras.optimizers.MultiOptimizer` (Keras 3.15 on), for a
+    group of variables with its own k and α, or wrap one (one k for all groups, each group's
+    inner optimizer its own); docs/options.md says what each form does.
+
     Args:
         optimizer: the inner optimizer A: a `keras.optimizers.Optimizer`, a string identifier
             such as `"adam"`, or a config dict (resolved like `keras.optimizers.get`).
@@ -320,11 +324,49 @@ class Lookahead(keras.optimizers.Optimizer):
 
     @property
     def learning_rate(self):
+        self._refuse_multi_learning_rate()
         return self._inner.learning_rate
 
     @learning_rate.setter
     def learning_rate(self, learning_rate):
+        self._refuse_multi_learning_rate()
         self._inner.learning_rate = learning_rate
+
+    def _refuse_multi_learning_rate(self):
+        # An AttributeError, as MultiOptimizer raises: `hasattr(opt, "learning_rate")` is then
+        # False, which is how Keras's learning-rate callbacks ask.
+        if compat.multi_members(self._inner) is not None:
+            raise AttributeError(
+                f"Lookahead: the inner optimizer {self._inner.name!r} is a MultiOptimizer, "
+                "which has no single learning rate. Read or set it on each member: "
+                "`for opt in lookahead.inner_optimizer.optimizers: opt.learning_rate = ...`."
+            )
+
+    @property
+    def loss_scale_factor(self):
+        """The inner optimizer's: it scales the loss (`scale_loss`) and unscales the gradients."""
+        inner = getattr(self, "_inner", None)
+        return None if inner is None else inner.loss_scale_factor
+
+    @loss_scale_factor.setter
+    def loss_scale_factor(self, value):
+        # A MultiOptimizer sets its own factor on each member; the member's inner optimizer is
+        # the one that unscales the gradients. (The base constructor sets None before the inner
+        # exists; any other value there was refused by _check_kwargs.)
+        inner = getattr(self, "_inner", None)
+        if inner is None:
+            return
+        if any(isinstance(o, keras.optimizers.LossScaleOptimizer)
+               for o in compat.wrapper_chain(inner)):
+            raise ValueError(
+                f"Lookahead: {self.name!r} wraps a LossScaleOptimizer, so it cannot take a "
+                f"loss_scale_factor ({value!r}), which a MultiOptimizer sets on each of its "
+                "members: the MultiOptimizer scales the loss itself, and the LossScaleOptimizer "
+                "would unscale gradients it never scaled (Keras refuses a LossScaleOptimizer "
+                "member for this reason). Wrap the MultiOptimizer instead: "
+                "LossScaleOptimizer(MultiOptimizer(...))."
+            )
+        inner.loss_scale_factor = value
 
     @property
     def iterations(self):
@@ -362,7 +404,9 @@ class Lookahead(keras.optimizers.Optimizer):
         if self.built:
             return
         var_list = list(var_list)
+        self._check_multi_members()  # the members known so far, before anything is built
         self._inner.build(var_list)
+        self._check_multi_members()  # and those a selector function made in build
         # One slow weight per trainable variable, placed like it (add_variable_from_reference).
         # It starts as the variable's current value so that `slow_weight` means something before
         # training; the value is captured again at the first applied update (_forms.py says how
@@ -400,6 +444,27 @@ class Lookahead(keras.optimizers.Optimizer):
                 (), initializer="zeros", dtype="float32", name="slow_step_size_estimate")
         super().build(var_list)
         self._state_changed()
+
+    def _check_multi_members(self):
+        """Refuses, once a MultiOptimizer inner is built (a selector function may make its
+        members then), the members Lookahead around it cannot count or read correctly."""
+        members = compat.multi_members(self._inner)
+        if members is None:
+            return
+        for member in members:
+            steps = getattr(member, "gradient_accumulation_steps", None)
+            if steps:
+                raise ValueError(
+                    f"Lookahead: member {member.name!r} of the MultiOptimizer "
+                    f"{self._inner.name!r} has gradient_accumulation_steps={steps}, but "
+                    "Lookahead around a MultiOptimizer counts the MultiOptimizer's steps "
+                    "(its iterations), every micro-step included. Put a Lookahead inside the "
+                    "MultiOptimizer instead, around that member, where it counts the member's "
+                    "applied updates."
+                )
+        policies.check_policy(self._inner, self._inner_state)
+        if self._alpha_mode == ADAPTIVE:
+            adaptive.check_curvature_source(self._inner, self._curvature)
 
     def _add_slot(self, variable, name, initializer, like=None):
         """A variable of `variable`'s shape and placement in the slow dtype: `variable`'s dtype

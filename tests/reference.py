@@ -108,6 +108,34 @@ class RAdam:
     first_moment = "m"
 
 
+class Groups:
+    """Keras's MultiOptimizer: parameter group i (θ[i] along the first axis) updated by its own
+    optimizer, each with its own state and the same step count t. The state is presented as
+    whole arrays, group i's values at [i], so that Lookahead's policies act on every group's
+    moment at once (a group without the slot keeps zeros there, untouched by its optimizer).
+    """
+
+    def __init__(self, *inners):
+        self.inners = inners
+
+    def init(self, theta):
+        parts = [inner.init(theta[i]) for i, inner in enumerate(self.inners)]
+        names = sorted({n for part in parts for n in part})
+        return {n: np.stack([part.get(n, np.zeros_like(theta[i])) for i, part in enumerate(parts)])
+                for n in names}
+
+    def step(self, theta, g, state, t):
+        new = theta.copy()
+        for i, inner in enumerate(self.inners):
+            part = {n: state[n][i].copy() for n in inner.init(theta[i])}
+            new[i] = inner.step(theta[i], g[i], part, t)
+            for n, value in part.items():
+                state[n][i] = value
+        return new
+
+    first_moment = "m"
+
+
 def lookahead(inner, theta0, grad_fn, steps, k, alpha, inner_state="maintain", record=None):
     """Runs `steps` inner updates of Lookahead(inner); returns per-step (fast, slow, state).
 

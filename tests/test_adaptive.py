@@ -32,6 +32,16 @@ def _run(opt, x, grads, mode, steps, after_sync):
     return np.array(fast), estimates, used
 
 
+def _sgd_reference():
+    """Algorithm 1 with SGD momentum and Prop. 1's α on the quadratic, its true curvature A:
+    (the record of α*, the history)."""
+    record = {}
+    history = reference.lookahead(reference.SGD(0.005, momentum=0.9), X0, lambda v: A * v - B,
+                                  25, 5, ("adaptive", ALPHA_LOW, lambda state, t: A),
+                                  record=record)
+    return record, history
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_estimate_is_prop_1_with_the_true_curvature(mode):
     x = keras.Variable(X0.copy())
@@ -41,16 +51,29 @@ def test_estimate_is_prop_1_with_the_true_curvature(mode):
     grads = lambda: [ops.subtract(ops.multiply(A, x), B)]  # noqa: E731  exact gradients
     fast, estimates, used = _run(opt, x, grads, mode, 25, 5)
 
-    record = {}
-    history = reference.lookahead(reference.SGD(0.005, momentum=0.9), X0, lambda v: A * v - B,
-                                  25, 5, ("adaptive", ALPHA_LOW, lambda state, t: A),
-                                  record=record)
+    record, history = _sgd_reference()
     np.testing.assert_allclose(estimates, record["estimate"], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(used, np.clip(record["estimate"], ALPHA_LOW, 1.0), rtol=1e-5)
     np.testing.assert_allclose(fast, [h[0] for h in history], rtol=1e-4, atol=1e-6)
     # all three cases of the clip occur
     assert max(estimates) > 1 and min(estimates) < ALPHA_LOW
     assert any(ALPHA_LOW < e < 1 for e in estimates)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_estimate_unscales_gradients_of_a_scaled_loss(mode):
+    # With SGD(loss_scale_factor=8) inside, the trainer scales the loss by 8 (Lookahead's
+    # scale_loss is the inner's) and SGD unscales its gradients; so must the estimate's gᵀd.
+    x = keras.Variable(X0.copy())
+    opt = Lookahead(keras.optimizers.SGD(0.005, momentum=0.9, loss_scale_factor=8.0),
+                    sync_period=5, slow_step_size="adaptive", min_slow_step_size=ALPHA_LOW,
+                    curvature=lambda variables: [ops.convert_to_tensor(A)])
+    assert opt.loss_scale_factor == 8.0
+    grads = lambda: [ops.multiply(8.0, ops.subtract(ops.multiply(A, x), B))]  # noqa: E731
+    fast, estimates, _ = _run(opt, x, grads, mode, 25, 5)
+    record, history = _sgd_reference()
+    np.testing.assert_allclose(estimates, record["estimate"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(fast, [h[0] for h in history], rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("mode", MODES)

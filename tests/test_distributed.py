@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 
+import keras
 import pytest
 from tests.execution_modes import tf_only
 
@@ -16,8 +17,8 @@ from tests.execution_modes import tf_only
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _run(devices, scenario, strategy="mirrored", plain=False):
-    env = dict(os.environ, KERAS_BACKEND="tensorflow", PLAIN="1" if plain else "0")
+def _run(devices, scenario, strategy="mirrored", plain=False, multi=""):
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", PLAIN="1" if plain else "0", MULTI=multi)
     argv = [sys.executable, "-m", "tests.workers.strategy", str(devices), scenario, strategy]
     out = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
@@ -31,6 +32,19 @@ def _run(devices, scenario, strategy="mirrored", plain=False):
 def test_mirrored_equals_one_device_with_the_same_global_batch(devices, scenario):
     # loop_xla_grads: the gradients jit-compiled per replica, the optimizer applied outside XLA
     _assert_equals_one_device(_run(devices, scenario), devices)
+
+
+@tf_only
+@pytest.mark.skipif(not hasattr(keras.optimizers, "MultiOptimizer"),
+                    reason="keras.optimizers.MultiOptimizer appeared in Keras 3.15")
+@pytest.mark.parametrize("multi, scenario, slow_weights", [("member", "fit_numpy", 2),
+                                                           ("around", "loop", 4)])
+def test_mirrored_with_a_multi_optimizer_equals_one_device(multi, scenario, slow_weights):
+    # member: Lookahead on the first layer only (its kernel and bias have slow weights);
+    # around: Lookahead around a MultiOptimizer (every variable has one)
+    result = _run(2, scenario, multi=multi)
+    _assert_equals_one_device(result, 2)
+    assert result["slow_weights"] == slow_weights
 
 
 def _assert_equals_one_device(result, replicas):

@@ -265,3 +265,31 @@ def test_torch_foreach_copy_converts_dtypes():
     op["copy_"](a, [torch.tensor([1 - 2.0 ** -9, 1 - 3 * 2.0 ** -10])])  # float32 values
     assert a[0].dtype == torch.bfloat16
     np.testing.assert_array_equal(a[0].float().numpy(), [1.0, 1 - 2.0 ** -8])  # rounded
+
+
+def test_multi_optimizer_exists_from_keras_3_15_only():
+    # docs/options.md says per-group Lookahead needs Keras 3.15; the seam loop in .ci/run runs
+    # this on every minor version from 3.8.
+    assert hasattr(keras.optimizers, "MultiOptimizer") == (compat.KERAS_VERSION >= (3, 15))
+    assert compat.multi_members(keras.optimizers.Adam()) is None
+    assert compat.multi_members(Lookahead(keras.optimizers.Adam())) is None
+
+
+@pytest.mark.skipif(not hasattr(keras.optimizers, "MultiOptimizer"),
+                    reason="keras.optimizers.MultiOptimizer appeared in Keras 3.15")
+def test_multi_optimizer_members_and_who_updates_each_variable():
+    adam, sgd = keras.optimizers.Adam(), keras.optimizers.SGD()
+    multi = keras.optimizers.MultiOptimizer(keras.optimizers.OptimizerMap(sgd, {"enc/.*": adam}))
+    assert compat.multi_members(multi) == [adam, sgd]  # the map's values, then the default
+    with keras.name_scope("enc"):
+        enc = keras.Variable(np.zeros(2), name="w")
+    head = keras.Variable(np.zeros(3), name="head")
+    multi.build([head, enc])
+    assert compat.member_of(multi, enc) == (adam, 0)
+    assert compat.member_of(multi, head) == (sgd, 0)
+    slots = compat.per_member(multi, lambda m: compat.slots(m, "momentums" if m is sgd
+                                                            else "_momentums"))
+    assert slots[0] is None  # SGD without momentum keeps no slot
+    assert slots[1] is adam._momentums[0]
+    with pytest.raises(ValueError, match="no member"):
+        compat.member_of(multi, keras.Variable(np.zeros(1), name="other"))

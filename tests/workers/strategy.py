@@ -6,7 +6,8 @@ usage: [PLAIN=1] python -m tests.workers.strategy DEVICES SCENARIO [STRATEGY]
   optimizer included, jit-compiled), loop_xla_grads (the gradient function jit-compiled, the
   optimizer applied outside XLA)
   STRATEGY: mirrored (default, over DEVICES logical CPUs) or onedevice
-  PLAIN=1 trains the inner optimizer alone
+  PLAIN=1 trains the inner optimizer alone; MULTI=member or around, with a MultiOptimizer
+  (tests/workers/strategy_model.py)
 
 Several MirroredStrategy instances in one process collide on collective instance keys, so the
 test runs each scenario here, in a fresh process: the same training on one device without a
@@ -25,6 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from keras_lookahead import find_lookaheads  # noqa: E402
 from tests.workers.strategy_model import GLOBAL_BATCH as BATCH, X, Y, model_and_optimizer  # noqa: E402
 
 DEVICES, SCENARIO = int(sys.argv[1]), sys.argv[2]
@@ -95,10 +97,16 @@ except Exception as e:  # reported, so the test can compare with the inner optim
     print(json.dumps({"error": type(e).__name__, "message": message}))
     sys.exit(0)
 
-slow = getattr(model.optimizer, "slow_weights", [])
+
+
+def slow_weights(optimizer):
+    return [s for la in find_lookaheads(optimizer) for s in la.slow_weights if s is not None]
+
+
+slow = slow_weights(model.optimizer)
 rel = 0.0
 for a, b in zip(model.trainable_variables + slow,
-                single.trainable_variables + getattr(single.optimizer, "slow_weights", [])):
+                single.trainable_variables + slow_weights(single.optimizer)):
     a, b = a.numpy(), b.numpy()
     rel = max(rel, float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-12)))
 replicas_equal = all(
@@ -106,4 +114,4 @@ replicas_equal = all(
     for s in slow)
 print(json.dumps({"max_rel_diff": rel, "replicas_equal": replicas_equal,
                   "iterations": int(model.optimizer.iterations.numpy()),
-                  "replicas": strategy.num_replicas_in_sync}))
+                  "replicas": strategy.num_replicas_in_sync, "slow_weights": len(slow)}))

@@ -15,11 +15,25 @@ Y = np.sin(X.sum(axis=1, keepdims=True)).astype("float32")
 
 
 def model_and_optimizer():
-    """A small regression model and Lookahead(SGD momentum); the SGD alone if PLAIN=1."""
+    """A small regression model and Lookahead(SGD momentum); the SGD alone if PLAIN=1.
+
+    With MULTI=member, a MultiOptimizer with that Lookahead for the first layer only; with
+    MULTI=around, Lookahead around a MultiOptimizer with another SGD for the first layer.
+    """
     keras.utils.set_random_seed(1)
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="tanh"),
-                              keras.layers.Dense(1)])
+    # Named, so that both models a worker builds have the same paths ("sequential/first/...").
+    model = keras.Sequential([keras.Input((4,)),
+                              keras.layers.Dense(8, activation="tanh", name="first"),
+                              keras.layers.Dense(1, name="last")])
     opt = keras.optimizers.SGD(0.1, momentum=0.9)
+    multi = os.environ.get("MULTI", "")
+    first_layer = "(.*/)?first/.*"  # a key must match a variable's path whole
+    if multi == "around":
+        opt = keras.optimizers.MultiOptimizer(keras.optimizers.OptimizerMap(
+            opt, {first_layer: keras.optimizers.SGD(0.05, momentum=0.9)}))
     if os.environ.get("PLAIN") != "1":
         opt = Lookahead(opt, sync_period=K, inner_state="interpolate")
+    if multi == "member":
+        opt = keras.optimizers.MultiOptimizer(keras.optimizers.OptimizerMap(
+            keras.optimizers.SGD(0.1, momentum=0.9), {first_layer: opt}))
     return model, opt
