@@ -1,15 +1,18 @@
-"""The language-model suite's data (benchmarks/lm/data.py): PTB files in Mikolov's format, the
-Multi30k stand-in, the stateful batches, AWD-LSTM's windows and perplexity, each against a
-hand computation."""
+"""The language-model suite (benchmarks/lm/): the data (PTB files in Mikolov's format, the
+Multi30k stand-in, the stateful batches, AWD-LSTM's windows, perplexity), each against a hand
+computation; and AWD-LSTM's layers against a numpy LSTM written from the equations."""
 
 import gzip
 import math
 import tarfile
 
+import keras
 import numpy as np
 import pytest
+from keras import ops
 
 from benchmarks.lm import data
+from benchmarks.lm import model as awd
 
 # Mikolov's format: lower case, a leading space, <unk> and N in the text, no final <eos>.
 PTB = {
@@ -127,3 +130,104 @@ def test_perplexity_is_over_tokens_not_a_mean_over_batches():
     assert data.perplexity(1000 * math.log(10_000), 1000) == pytest.approx(10_000, rel=1e-12)
     with pytest.raises(ValueError, match="no tokens"):
         data.perplexity(1.0, 0)
+
+
+# -- the model's layers ---------------------------------------------------------------------------
+
+def _sigmoid(z):
+    return 1 / (1 + np.exp(-z))
+
+
+def _numpy_lstm(x, kernel, recurrent, bias):
+    """The LSTM equations, in float64: i, f, g, o = split(x W + h U + b)."""
+    batch, steps, _ = x.shape
+    u = recurrent.shape[0]
+    h, c = np.zeros((batch, u)), np.zeros((batch, u))
+    out = []
+    for t in range(steps):
+        i, f, g, o = np.split(x[:, t] @ kernel + h @ recurrent + bias, 4, axis=-1)
+        c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
+        h = _sigmoid(o) * np.tanh(c)
+        out.append(h)
+    return np.stack(out, axis=1)
+
+
+def _np(x):
+    return np.asarray(ops.convert_to_numpy(x), np.float64)
+
+
+def test_weight_drop_uses_one_recurrent_mask_for_every_time_step():
+    x = np.random.default_rng(0).normal(size=(3, 7, 4)).astype("float32")
+    layer = awd.WeightDropLSTM(5, weight_drop=0.5, seed=3)
+    out = _np(layer(x, training=True))
+    cell = layer.cell
+    kernel, recurrent, bias = _np(cell.kernel), _np(cell.recurrent_kernel), _np(cell.bias)
+    # the layer's first draw, repeated with a generator of the same seed
+    dropped = _np(keras.random.dropout(ops.convert_to_tensor(cell.recurrent_kernel), 0.5,
+                                       seed=keras.random.SeedGenerator(3)))
+    kept = dropped != 0
+    np.testing.assert_allclose(dropped[kept], 2 * recurrent[kept], rtol=1e-6)
+    assert 0.3 < kept.mean() < 0.7
+    np.testing.assert_allclose(out, _numpy_lstm(x, kernel, dropped, bias), rtol=1e-4, atol=1e-5)
+    # and none at inference: the matrix itself
+    np.testing.assert_allclose(_np(layer(x, training=False)),
+                               _numpy_lstm(x, kernel, recurrent, bias), rtol=1e-4, atol=1e-5)
+    assert not np.allclose(out, _np(layer(x, training=False)), atol=1e-3)
+
+
+def test_locked_dropout_shares_each_sequences_mask_over_time():
+    x = np.ones((4, 9, 6), "float32")
+    out = _np(awd.LockedDropout(0.5, seed=1)(x, training=True))
+    np.testing.assert_array_equal(out, np.repeat(out[:, :1], 9, axis=1))  # same at every step
+    assert set(np.unique(out)) == {0.0, 2.0}
+    assert not np.array_equal(out[0], out[1])  # but not the same for every sequence
+    np.testing.assert_array_equal(_np(awd.LockedDropout(0.5)(x, training=False)), x)
+
+
+def test_embedding_dropout_drops_whole_words_and_ties_the_softmax():
+    layer = awd.TiedEmbedding(50, 8, dropout=0.5, seed=2)
+    ids = np.tile(np.arange(50, dtype="int32"), (2, 1))  # every word twice
+    out = _np(layer(ids, training=True))
+    table = _np(layer.embeddings)
+    np.testing.assert_array_equal(out[0], out[1])  # a word is dropped everywhere or nowhere
+    dropped = np.all(out[0] == 0, axis=1)
+    assert 0 < dropped.sum() < 50
+    np.testing.assert_allclose(out[0][~dropped], 2 * table[~dropped], rtol=1e-6)
+    np.testing.assert_allclose(_np(layer(ids, training=False))[0], table, rtol=1e-6)
+    hidden = np.random.default_rng(1).normal(size=(3, 8)).astype("float32")
+    np.testing.assert_allclose(_np(layer.logits(hidden)), hidden @ table.T + _np(layer.output_bias),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_the_paper_profile_has_awd_lstms_parameter_count_and_takes_two_steps():
+    # AWD-LSTM on PTB: embedding 10,000 × 400 tied to the softmax, LSTMs 400 → 1150 → 1150 → 400,
+    # one bias per gate, and the softmax bias: 4,000,000 + 7,134,600 + 10,584,600 + 2,481,600 +
+    # 10,000 = 24,210,800 (PyTorch's two biases per gate add 10,800: 24,221,600, the "24M" of
+    # Merity et al. 2018, Table 1).
+    assert awd.paper_parameter_count() == 24_210_800
+    model = awd.build(10_000, "paper", batch_size=2)
+    assert model.count_params() == 24_210_800
+    assert len(model.rnns) == 3 and [r.cell.units for r in model.rnns] == [1150, 1150, 400]
+    ids = np.random.default_rng(0).integers(0, 10_000, size=(2, 6)).astype("int32")
+    model.compile(keras.optimizers.SGD(1.0),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    history = model.fit(ids[:, :5], ids[:, 1:], batch_size=2, epochs=2, verbose=0, shuffle=False)
+    assert all(np.isfinite(history.history["loss"]))
+
+
+def test_the_state_is_carried_from_batch_to_batch_until_reset():
+    model = awd.build(30, "cpu", batch_size=2, layers=2, hidden=6, embedding=4)
+    ids = np.arange(10, dtype="int32").reshape(2, 5)
+    first, second = _np(model(ids)), _np(model(ids))
+    assert not np.allclose(first, second, atol=1e-6)  # the second read continues the streams
+    model.reset_state()
+    np.testing.assert_allclose(_np(model(ids)), first, rtol=1e-6, atol=1e-7)
+
+
+def test_bad_model_arguments_are_named():
+    with pytest.raises(ValueError, match="weight_drop must be in"):
+        awd.WeightDropLSTM(4, weight_drop=1.0)
+    with pytest.raises(ValueError, match="rate must be in"):
+        awd.LockedDropout(-0.1)
+    with pytest.raises(ValueError, match="profile must be one of"):
+        awd.build(100, "huge", batch_size=2)
