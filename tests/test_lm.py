@@ -231,3 +231,96 @@ def test_bad_model_arguments_are_named():
         awd.LockedDropout(-0.1)
     with pytest.raises(ValueError, match="profile must be one of"):
         awd.build(100, "huge", batch_size=2)
+
+
+# -- one run (benchmarks/lm/train.py) -------------------------------------------------------------
+
+TINY = ["--profile", "cpu", "--synthetic", "6000", "--optimizer", "lookahead-sgd", "--lr", "2",
+        "--layers", "1", "--hidden", "16", "--embedding", "16", "--batch-size", "4",
+        "--bptt", "10", "--variable-bptt", "1", "--k", "3", "--verbose", "0"]
+
+
+def _train(run_dir, *extra):
+    from benchmarks.lm import train
+
+    keras.backend.clear_session()
+    return train.main([*TINY, "--run-dir", str(run_dir), *extra])
+
+
+def test_a_tiny_run_learns_and_resumes_exactly(tmp_path):
+    full = _train(tmp_path / "full", "--epochs", "3")
+    ppl = [e["valid_ppl"] for e in full["epochs"]]
+    assert ppl[-1] < ppl[0] and ppl[-1] < 50  # below a uniform guess over the 50 words
+    assert full["best_epoch"] == 3 and math.isfinite(full["test_ppl"])
+    _train(tmp_path / "cut", "--epochs", "2")  # a run stopped after two epochs, resumed
+    resumed = _train(tmp_path / "cut", "--epochs", "3", "--resume")
+    for key in ("loss", "valid_ppl", "lr", "windows"):
+        assert [e[key] for e in resumed["epochs"]] == [e[key] for e in full["epochs"]], key
+    assert resumed["test_ppl"] == full["test_ppl"]
+    # the kept checkpoint is the best epoch's, and gives its validation perplexity back
+    from benchmarks.lm import train
+
+    args = train.parse_args([*TINY, "--run-dir", str(tmp_path / "full")])
+    model = train.restored(args, _FakeDistribution(), full["vocab_size"],
+                           str(tmp_path / "full" / "best.weights.h5"))
+    streams = data.batchify(train.synthetic_corpus(6000)["valid"], 4)
+    assert train.perplexity_on_eval_weights(model, streams, 10, True) == full["valid_ppl"]
+
+
+class _FakeDistribution:
+    def scope(self):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
+def test_bad_run_arguments_and_resumes_are_refused(tmp_path, capsys):
+    from benchmarks.lm import train
+
+    for argv, message in (
+            (["--lr", "-1"], "--lr -1.0: must be positive"),
+            (["--data-dir", "x"], "exactly one of --data-dir"),
+            (["--bptt", "0"], "--bptt 0: must be 1 or more"),
+            (["--hidden", "0"], "--hidden 0: must be 1 or more")):
+        with pytest.raises(SystemExit):
+            train.parse_args([*TINY, *argv])
+        assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="no record.json"):
+        _train(tmp_path / "none", "--resume")
+    _train(tmp_path / "run", "--epochs", "1")
+    with pytest.raises(SystemExit, match=r"--lr 2.0 \(now 3.0\)"):
+        _train(tmp_path / "run", "--epochs", "2", "--resume", "--lr", "3")
+    with pytest.raises(SystemExit, match="neither a folder"):
+        train.main(["--data-dir", str(tmp_path / "missing"), "--run-dir", str(tmp_path / "x")])
+
+
+class _HalfOnTheNextId:
+    """A stand-in model: for input word w it gives the next id (w + 1) mod V probability 1/2
+    and every other word 1/(2(V − 1))."""
+
+    def __init__(self, vocab):
+        self.vocab = vocab
+
+    def reset_state(self):
+        pass
+
+    def __call__(self, x, training=False):
+        probs = np.full(x.shape + (self.vocab,), 0.5 / (self.vocab - 1))
+        np.put_along_axis(probs, ((x + 1) % self.vocab)[..., None], 0.5, axis=-1)
+        return np.log(probs)
+
+
+def test_evaluation_sums_cross_entropy_over_every_token_of_the_split():
+    from benchmarks.lm import train
+
+    vocab = 5
+    # two streams of 8 tokens, 7 targets each: in stream 0 every next word is w + 1 (4 → 0
+    # too); in stream 1 only 0 → 1 and 1 → 2 are
+    streams = np.array([[0, 1, 2, 3, 4, 0, 1, 2], [0, 1, 2, 0, 0, 0, 0, 0]])
+    hits = 7 + 2
+    total, tokens = train.evaluate(_HalfOnTheNextId(vocab), streams, bptt=3)  # windows 3, 3, 1
+    assert tokens == 14
+    misses = tokens - hits
+    expected = hits * math.log(2) + misses * math.log(2 * (vocab - 1))
+    assert total == pytest.approx(expected, rel=1e-12)
+    assert data.perplexity(total, tokens) == pytest.approx(math.exp(expected / 14), rel=1e-12)

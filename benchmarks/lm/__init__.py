@@ -1,3 +1,3 @@
-"""The Penn Treebank language-model experiment (paper Sec. 5.3, Table 3): data.py (PTB and the
-Multi30k stand-in, batches, perplexity) and model.py (AWD-LSTM); train.py and run.py are still to
-come (issue 19)."""
+"""The Penn Treebank language-model experiment (paper Table 3, Fig. 7): data.py (PTB and the
+Multi30k stand-in, batches, perplexity), model.py (AWD-LSTM), train.py (one run, resumable);
+run.py (the sweeps and the report) is still to come (issue 19)."""

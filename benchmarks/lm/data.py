@@ -1,4 +1,4 @@
-"""Word-level language-model data for the paper's Penn Treebank experiment (Sec. 5.3, Table 3).
+"""Word-level language-model data for the paper's Penn Treebank experiment (Table 3, Fig. 7).
 
 Two sources, one form: a vocabulary (id 0 first, by falling training frequency) and, per split,
 one stream of token ids with `<eos>` closing every sentence.

@@ -37,6 +37,7 @@ def _check_rate(name, rate):
     return float(rate)
 
 
+@keras.saving.register_keras_serializable(package="keras_lookahead_lm")
 class WeightDropLSTMCell(keras.layers.Layer):
     """An LSTM step whose hidden-to-hidden matrix can be replaced for one pass (`_recurrent`).
 
@@ -78,11 +79,13 @@ class WeightDropLSTMCell(keras.layers.Layer):
         return {**super().get_config(), "units": self.units}
 
 
+@keras.saving.register_keras_serializable(package="keras_lookahead_lm")
 class WeightDropLSTM(keras.layers.RNN):
     """An LSTM layer with DropConnect of rate `weight_drop` on its hidden-to-hidden matrix: one
     mask per call, shared by every time step and every sequence of the batch (AWD-LSTM)."""
 
     def __init__(self, units, weight_drop=0.0, seed=None, **kwargs):
+        kwargs.pop("return_sequences", None)  # always True; a saved config repeats it
         super().__init__(WeightDropLSTMCell(units), return_sequences=True, **kwargs)
         self.weight_drop = _check_rate("weight_drop", weight_drop)
         self.seed_generator = keras.random.SeedGenerator(seed)
@@ -106,6 +109,7 @@ class WeightDropLSTM(keras.layers.RNN):
         return {**config, "units": self.cell.units, "weight_drop": self.weight_drop}
 
 
+@keras.saving.register_keras_serializable(package="keras_lookahead_lm")
 class LockedDropout(keras.layers.Layer):
     """Dropout with one mask per sequence, the same at every time step (inputs (batch, time,
     features)); the identity at inference."""
@@ -126,6 +130,7 @@ class LockedDropout(keras.layers.Layer):
         return {**super().get_config(), "rate": self.rate}
 
 
+@keras.saving.register_keras_serializable(package="keras_lookahead_lm")
 class TiedEmbedding(keras.layers.Layer):
     """Word embeddings with embedding dropout (whole rows of the matrix, scaled by 1/(1 − p),
     one mask per call), whose matrix is also the output layer's (`logits`)."""
@@ -157,6 +162,7 @@ class TiedEmbedding(keras.layers.Layer):
                 "dropout": self.dropout}
 
 
+@keras.saving.register_keras_serializable(package="keras_lookahead_lm")
 class AWDLSTM(keras.Model):
     """Token ids (batch, time) → next-token logits (batch, time, vocab).
 

@@ -1,0 +1,347 @@
+"""Word-level language modelling with AWD-LSTM and Lookahead: the paper's Penn Treebank
+experiment (Table 3, Fig. 7), at the paper's size on an accelerator or small on a CPU.
+
+One run trains one optimizer with one seed and writes its record (per epoch: training loss,
+validation perplexity on the slow weights for Lookahead, learning rate; at the end, test
+perplexity at the best validation epoch) as JSON in --run-dir, with a checkpoint after every
+epoch, from which an interrupted run resumes exactly:
+
+    python -m benchmarks.lm.train --data-dir DIR --optimizer lookahead-sgd --lr 30   # paper
+    python -m benchmarks.lm.train --profile cpu --data-dir ../shared/data/multi30k \\
+        --optimizer adam --lr 0.003 --run-dir runs/adam-s0
+
+Profiles (every value can be overridden):
+- paper: AWD-LSTM (3 LSTM layers of 1150 units, embeddings of 400 tied to the softmax; dropouts
+  and AR/TAR in benchmarks/lm/model.py), batch 80, windows of N(70, 5) tokens (N(35, 5) one time
+  in twenty) with the learning rate scaled by length / 70, gradient norm clipped at 0.25 and
+  weight decay 1.2e-6 on the inner optimizer, 750 epochs, the learning rate halved when the
+  validation perplexity has not improved for 15 epochs.
+- cpu: 2 layers of 256, embeddings of 128, batch 20, windows of 35, 6 epochs, halving after 1
+  epoch without improvement.
+
+Optimizers: sgd (no momentum, as AWD-LSTM), adam, lookahead-sgd and lookahead-adam (--k,
+--alpha; evaluated on the slow weights). Weight decay is Keras's, which is decoupled: for SGD
+without momentum the same step as AWD-LSTM's L2 term, for Adam AdamW's form.
+
+Data (--data-dir, required: no PTB copy comes with tfds): Mikolov's ptb.{train,valid,test}.txt
+in a folder or a .tar.gz, or Multi30k's English side as a stand-in (benchmarks/lm/data.py);
+--synthetic for a small generated corpus (tests and trying it out).
+
+Perplexity is exp of the mean cross-entropy per token over the whole split, `<eos>` included,
+evaluated with the training batch size (the streams' tail that does not fill a column is left
+out, fewer than --batch-size tokens).
+"""
+
+import argparse
+import json
+import math
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+from benchmarks.lm import data as lm_data  # noqa: E402
+from examples import _distribute  # noqa: E402
+from examples._args import fill_from_profile, require_counts  # noqa: E402
+
+PROFILES = {
+    "paper": dict(batch_size=80, bptt=70, variable_bptt=True, epochs=750, patience=15,
+                  clipnorm=0.25, weight_decay=1.2e-6),
+    "cpu": dict(batch_size=20, bptt=35, variable_bptt=False, epochs=6, patience=1,
+                clipnorm=0.25, weight_decay=1.2e-6),
+}
+OPTIMIZERS = ("sgd", "adam", "lookahead-sgd", "lookahead-adam")
+DEFAULT_LR = {"sgd": 30.0, "adam": 0.003}  # AWD-LSTM's SGD rate; Adam: see run.py's grid
+SYNTHETIC_VOCAB = 50
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--profile", choices=("paper", "cpu"), default="paper")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="lookahead-sgd")
+    p.add_argument("--data-dir", help="PTB files or Multi30k (see above)")
+    p.add_argument("--synthetic", type=int, default=0, metavar="TOKENS",
+                   help="train on a generated corpus of this many tokens instead of --data-dir")
+    p.add_argument("--run-dir", default="lm_run", help="the record and checkpoint go here")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from --run-dir's checkpoint (refused if there is none)")
+    for name, kind in (("batch_size", int), ("bptt", int), ("epochs", int), ("patience", int),
+                       ("clipnorm", float), ("weight_decay", float)):
+        p.add_argument("--" + name.replace("_", "-"), type=kind, help="default: the profile's")
+    p.add_argument("--variable-bptt", type=int, choices=(0, 1),
+                   help="1: AWD-LSTM's random window lengths (default: the profile's)")
+    for name in ("layers", "hidden", "embedding"):
+        p.add_argument("--" + name, type=int, help="model size (default: the profile's)")
+    p.add_argument("--lr", type=float, help="the inner learning rate (default: sgd "
+                   f"{DEFAULT_LR['sgd']}, adam {DEFAULT_LR['adam']})")
+    p.add_argument("--k", type=int, default=5, help="Lookahead's sync period")
+    p.add_argument("--alpha", type=float, default=0.5, help="Lookahead's slow step size")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
+    _distribute.add_arguments(p)
+    args = p.parse_args(argv)
+    fill_from_profile(args, PROFILES[args.profile])
+    require_counts(p, args, positive=("batch_size", "bptt", "epochs", "patience", "k"),
+                   non_negative=("synthetic",))
+    for name in ("layers", "hidden", "embedding"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            p.error(f"--{name} {value}: must be 1 or more")
+    if args.variable_bptt is None:
+        args.variable_bptt = int(PROFILES[args.profile]["variable_bptt"])
+    for name in ("clipnorm", "weight_decay"):
+        if getattr(args, name) < 0:
+            p.error(f"--{name.replace('_', '-')} {getattr(args, name)}: must be 0 or more")
+    if args.lr is None:
+        args.lr = DEFAULT_LR[args.optimizer.split("-")[-1]]
+    if not args.lr > 0:
+        p.error(f"--lr {args.lr}: must be positive")
+    if bool(args.data_dir) == bool(args.synthetic):
+        p.error("give exactly one of --data-dir DIR and --synthetic TOKENS")
+    return args
+
+
+# -- data ------------------------------------------------------------------------------------------
+
+def synthetic_corpus(tokens, seed=0):
+    """A learnable corpus: a random sparse Markov chain over SYNTHETIC_VOCAB words (each word has
+    three likely successors), as id streams with the same splits as the real data."""
+    rng = np.random.default_rng(seed)
+    successors = rng.integers(0, SYNTHETIC_VOCAB, size=(SYNTHETIC_VOCAB, 3))
+    ids = np.empty(tokens, np.int32)
+    ids[0] = 0
+    for i in range(1, tokens):
+        ids[i] = successors[ids[i - 1], rng.integers(0, 3)]
+    a, b = int(tokens * 0.8), int(tokens * 0.9)
+    vocab = [f"w{i}" for i in range(SYNTHETIC_VOCAB)]
+    return {"source": "synthetic", "vocab": vocab, "train": ids[:a], "valid": ids[a:b],
+            "test": ids[b:]}
+
+
+def load_corpus(args):
+    if args.synthetic:
+        return synthetic_corpus(args.synthetic, args.seed)
+    return lm_data.load(args.data_dir)
+
+
+def epoch_windows(args, epoch, n):
+    """The (start, length) windows of one epoch: AWD-LSTM's random lengths drawn from a
+    generator of (seed, epoch), so that a resumed run cuts the same windows."""
+    rng = np.random.default_rng([args.seed, epoch]) if args.variable_bptt else None
+    return list(lm_data.windows(n, args.bptt, rng))
+
+
+# -- model and optimizer ---------------------------------------------------------------------------
+
+def build_optimizer(args):
+    import keras
+
+    from keras_lookahead import Lookahead
+
+    options = dict(global_clipnorm=args.clipnorm or None, weight_decay=args.weight_decay or None)
+    if args.optimizer.endswith("sgd"):
+        inner = keras.optimizers.SGD(args.lr, **options)
+    else:
+        inner = keras.optimizers.Adam(args.lr, **options)
+    if args.optimizer.startswith("lookahead"):
+        return Lookahead(inner, sync_period=args.k, slow_step_size=args.alpha)
+    return inner
+
+
+def build(args, vocab_size):
+    import keras
+
+    from benchmarks.lm import model as awd
+
+    sizes = {n: getattr(args, n) for n in ("layers", "hidden", "embedding")
+             if getattr(args, n) is not None}
+    model = awd.build(vocab_size, args.profile, args.batch_size, seed=args.seed, **sizes)
+    model.compile(optimizer=build_optimizer(args),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  jit_compile=args.jit_compile or "auto")
+    return model
+
+
+def evaluate(model, streams, bptt):
+    """(cross-entropy summed over every token of `streams`, number of tokens), with the state
+    carried window to window from a reset, on the weights the model holds now."""
+    from keras import ops
+
+    model.reset_state()
+    total, tokens = 0.0, 0
+    for start, length in lm_data.windows(streams.shape[1], bptt):
+        x = streams[:, start:start + length]
+        y = streams[:, start + 1:start + 1 + length]
+        logits = ops.convert_to_numpy(model(x, training=False)).astype(np.float64)
+        logits -= logits.max(axis=-1, keepdims=True)
+        log_probs = logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
+        total -= float(np.take_along_axis(log_probs, y[..., None], axis=-1).sum())
+        tokens += y.size
+    model.reset_state()
+    return total, tokens
+
+
+def perplexity_on_eval_weights(model, streams, bptt, lookahead):
+    """The split's perplexity on the slow weights (Lookahead) or the weights themselves."""
+    import contextlib
+
+    from keras_lookahead import use_slow_weights
+
+    with use_slow_weights(model) if lookahead else contextlib.nullcontext():
+        return lm_data.perplexity(*evaluate(model, streams, bptt))
+
+
+# -- the run ---------------------------------------------------------------------------------------
+
+def _paths(args):
+    """The record, and the weights (with the optimizer's state) of the best epoch."""
+    return (os.path.join(args.run_dir, "record.json"),
+            os.path.join(args.run_dir, "best.weights.h5"))
+
+
+def restored(args, dist, vocab_size, path):
+    """The model and optimizer of `args`, built, with the state saved in `path`
+    (`save_weights` keeps both; the optimizer must be built to take its part)."""
+    with dist.scope():
+        model = build(args, vocab_size)
+        model.optimizer.build(model.trainable_variables)
+    model.load_weights(path)
+    return model
+
+
+def random_states(model):
+    """The model's variables that are not weights: its dropout layers' seed generators. The
+    weights file leaves them out; a resumed run must draw the masks the full run would."""
+    weights = {id(w) for w in model.weights}
+    return [v for v in model.variables if id(v) not in weights]
+
+
+# What a resumed run must share with the run it continues.
+_SAME_FOR_RESUME = ("profile", "optimizer", "data_dir", "synthetic", "batch_size", "bptt",
+                    "variable_bptt", "patience", "clipnorm", "weight_decay", "layers",
+                    "hidden", "embedding", "lr", "k", "alpha", "seed")
+
+
+def _write_json(path, payload):
+    with open(path + ".tmp", "w") as f:
+        json.dump(payload, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+def run(args):
+    import keras
+
+    dist = _distribute.make(args, global_batch=args.batch_size)
+    if dist.replicas > 1:
+        raise SystemExit(f"--strategy {args.strategy}: the LSTM's state is carried from batch to "
+                         "batch in each batch row, which a strategy splitting batches over "
+                         f"{dist.replicas} replicas does not keep; use one device")
+    keras.utils.set_random_seed(args.seed)
+    corpus = load_corpus(args)
+    streams = {split: lm_data.batchify(corpus[split], args.batch_size)
+               for split in lm_data.SPLITS}
+    record_path, best = _paths(args)
+    lookahead = args.optimizer.startswith("lookahead")
+    if args.resume:
+        if not os.path.exists(record_path):
+            raise SystemExit(f"--resume: {args.run_dir!r} has no record.json of an earlier run")
+        with open(record_path) as f:
+            record = json.load(f)
+        changed = [f"--{k.replace('_', '-')} {record['args'].get(k)!r} (now {getattr(args, k)!r})"
+                   for k in _SAME_FOR_RESUME if record["args"].get(k) != getattr(args, k)]
+        if changed:
+            raise SystemExit(f"--resume: the run in {args.run_dir!r} was started with "
+                             f"{', '.join(changed)}; resume it with the same arguments")
+        model = restored(args, dist, record["vocab_size"],
+                         os.path.join(args.run_dir, record["checkpoint"]))
+        for variable, value in zip(random_states(model), record["random_states"]):
+            variable.assign(np.asarray(value, keras.backend.standardize_dtype(variable.dtype)))
+    else:
+        record = {"args": dict(vars(args)), "source": corpus["source"],
+                  "vocab_size": len(corpus["vocab"]),
+                  "tokens": {s: int(len(corpus[s])) for s in lm_data.SPLITS}, "epochs": []}
+        with dist.scope():
+            model = build(args, len(corpus["vocab"]))
+        record["params"] = int(model.count_params())
+    print(f"{args.optimizer} (lr {args.lr}, seed {args.seed}): {record['source']}, "
+          f"{record['tokens']['train']:,} training tokens, {record['params']:,} parameters")
+    while len(record["epochs"]) < args.epochs:
+        epoch = len(record["epochs"])
+        entry = train_epoch(args, model, streams, epoch, record, lookahead)
+        os.makedirs(args.run_dir, exist_ok=True)
+        if entry["improved"]:
+            model.save_weights(best + ".tmp.weights.h5")
+            os.replace(best + ".tmp.weights.h5", best)
+        record["epochs"].append(entry)
+        # The record names the checkpoint it goes with, and is replaced in one step: a run
+        # stopped anywhere here resumes from a consistent pair.
+        previous = record.get("checkpoint")
+        record["checkpoint"] = f"epoch{epoch + 1}.weights.h5"
+        model.save_weights(os.path.join(args.run_dir, record["checkpoint"]))
+        record["random_states"] = [keras.ops.convert_to_numpy(v).tolist()
+                                   for v in random_states(model)]
+        _write_json(record_path, record)
+        if previous:
+            os.remove(os.path.join(args.run_dir, previous))
+    finish(args, dist, streams, record, lookahead, len(corpus["vocab"]))
+    _write_json(record_path, record)
+    return record
+
+
+def train_epoch(args, model, streams, epoch, record, lookahead):
+    """One pass over the training streams from a reset state, then validation and the plateau
+    rule; returns the epoch's entry of the record."""
+    import keras
+
+    opt = model.optimizer
+    base_lr = float(keras.ops.convert_to_numpy(opt.learning_rate))
+    cut = epoch_windows(args, epoch, streams["train"].shape[1])
+    train = streams["train"]
+    # One train_on_batch per window: windows differ in length (AWD-LSTM's random lengths, and
+    # the last one), which fit's data adapters do not take within an epoch.
+    bar = keras.utils.Progbar(len(cut), verbose=args.verbose, stateful_metrics=["loss"])
+    model.reset_state()
+    start, losses, weights = time.time(), 0.0, 0
+    for i, (begin, length) in enumerate(cut):
+        if args.variable_bptt:  # AWD-LSTM scales a window's rate by its length / bptt
+            opt.learning_rate = base_lr * length / args.bptt
+        loss = float(model.train_on_batch(train[:, begin:begin + length],
+                                          train[:, begin + 1:begin + 1 + length]))
+        losses, weights = losses + loss * length, weights + length
+        bar.update(i + 1, [("loss", losses / weights)])
+    opt.learning_rate = base_lr
+    seconds = time.time() - start
+    valid = perplexity_on_eval_weights(model, streams["valid"], args.bptt, lookahead)
+    entry = {"epoch": epoch + 1, "loss": losses / weights,
+             "valid_ppl": valid, "lr": base_lr, "windows": len(cut), "seconds": seconds}
+    entry["improved"] = valid < min([e["valid_ppl"] for e in record["epochs"]] + [math.inf])
+    waited = 0 if entry["improved"] else record["epochs"][-1]["waited"] + 1
+    if waited >= args.patience:  # the plateau rule, on the inner rate through the wrapper
+        opt.learning_rate = base_lr / 2
+        waited = 0
+    entry["waited"] = waited
+    print(f"epoch {epoch + 1}: loss {entry['loss']:.4f}, valid perplexity {valid:.2f}, "
+          f"lr {base_lr:g}")
+    return entry
+
+
+def finish(args, dist, streams, record, lookahead, vocab_size):
+    """Test perplexity at the best validation epoch, on the weights kept from that epoch."""
+    best = min(range(len(record["epochs"])), key=lambda i: record["epochs"][i]["valid_ppl"])
+    model = restored(args, dist, vocab_size, _paths(args)[1])
+    record["best_epoch"] = best + 1
+    record["valid_ppl"] = record["epochs"][best]["valid_ppl"]
+    record["test_ppl"] = perplexity_on_eval_weights(model, streams["test"], args.bptt,
+                                                    lookahead)
+    print(f"test perplexity {record['test_ppl']:.2f} at the best validation epoch "
+          f"({best + 1}, validation {record['valid_ppl']:.2f})")
+
+
+def main(argv=None):
+    return _distribute.main(__spec__.name, parse_args, run, argv)
+
+
+if __name__ == "__main__":
+    main()
