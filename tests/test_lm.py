@@ -224,6 +224,14 @@ def test_the_state_is_carried_from_batch_to_batch_until_reset():
     np.testing.assert_allclose(_np(model(ids)), first, rtol=1e-6, atol=1e-7)
 
 
+def test_a_window_of_one_token_trains_without_tar():
+    # the last window of an epoch can be a single token: TAR has no step to penalise there
+    model = awd.build(30, "cpu", batch_size=2, layers=1, hidden=4, embedding=4)
+    model(np.zeros((2, 1), "int32"), training=True)
+    assert all(np.isfinite(_np(loss)) for loss in model.losses)
+    assert _np(model.losses[-1]) == 0.0
+
+
 def test_bad_model_arguments_are_named():
     with pytest.raises(ValueError, match="weight_drop must be in"):
         awd.WeightDropLSTM(4, weight_drop=1.0)
@@ -235,9 +243,12 @@ def test_bad_model_arguments_are_named():
 
 # -- one run (benchmarks/lm/train.py) -------------------------------------------------------------
 
-TINY = ["--profile", "cpu", "--synthetic", "6000", "--optimizer", "lookahead-sgd", "--lr", "2",
+# Fixed windows (two shapes: JAX compiles a step per window length) except where the random
+# lengths are the point.
+TINY = ["--profile", "cpu", "--synthetic", "3000", "--optimizer", "lookahead-sgd", "--lr", "2",
         "--layers", "1", "--hidden", "16", "--embedding", "16", "--batch-size", "4",
-        "--bptt", "10", "--variable-bptt", "1", "--k", "3", "--verbose", "0"]
+        "--bptt", "10", "--variable-bptt", "0", "--k", "3", "--verbose", "0"]
+RANDOM_WINDOWS = ["--variable-bptt", "1"]
 
 
 def _train(run_dir, *extra):
@@ -254,17 +265,52 @@ def test_a_tiny_run_learns_and_resumes_exactly(tmp_path):
     assert full["best_epoch"] == 3 and math.isfinite(full["test_ppl"])
     _train(tmp_path / "cut", "--epochs", "2")  # a run stopped after two epochs, resumed
     resumed = _train(tmp_path / "cut", "--epochs", "3", "--resume")
+    _assert_same_run(resumed, full)
+
+
+@pytest.mark.skipif(keras.backend.backend() == "jax",
+                    reason="JAX compiles a training step per window length (~4 minutes here); "
+                           "the windows are numpy's and the resume is exact on JAX too (above)")
+def test_random_windows_are_the_same_in_a_resumed_run(tmp_path):
+    full = _train(tmp_path / "full", "--epochs", "2", *RANDOM_WINDOWS)
+    assert len({e["windows"] for e in full["epochs"]}) == 2  # each epoch cuts its own
+    _train(tmp_path / "cut", "--epochs", "1", *RANDOM_WINDOWS)
+    _assert_same_run(_train(tmp_path / "cut", "--epochs", "2", "--resume", *RANDOM_WINDOWS),
+                     full)
+
+
+def _assert_same_run(resumed, full):
     for key in ("loss", "valid_ppl", "lr", "windows"):
         assert [e[key] for e in resumed["epochs"]] == [e[key] for e in full["epochs"]], key
     assert resumed["test_ppl"] == full["test_ppl"]
+
+
+def test_the_kept_weights_give_the_best_epochs_validation_back(tmp_path):
+    full = _train(tmp_path / "full", "--epochs", "1")
     # the kept checkpoint is the best epoch's, and gives its validation perplexity back
     from benchmarks.lm import train
 
     args = train.parse_args([*TINY, "--run-dir", str(tmp_path / "full")])
     model = train.restored(args, _FakeDistribution(), full["vocab_size"],
                            str(tmp_path / "full" / "best.weights.h5"))
-    streams = data.batchify(train.synthetic_corpus(6000)["valid"], 4)
+    streams = data.batchify(train.synthetic_corpus(3000)["valid"], 4)
     assert train.perplexity_on_eval_weights(model, streams, 10, True) == full["valid_ppl"]
+
+
+def test_the_plateau_rule_halves_the_inner_rate_through_the_wrapper():
+    from benchmarks.lm import train
+
+    args = train.parse_args([*TINY, "--patience", "2"])
+    corpus = train.synthetic_corpus(3000)
+    streams = {s: data.batchify(corpus[s], 4) for s in data.SPLITS}
+    model = train.build(args, train.SYNTHETIC_VOCAB)
+    # an earlier epoch no run can beat (perplexity 1), one epoch ago without improvement
+    record = {"epochs": [{"valid_ppl": 1.0, "waited": 1}]}
+    entry = train.train_epoch(args, model, streams, 1, record, lookahead=True)
+    assert not entry["improved"] and entry["waited"] == 0  # 2 epochs waited: halved, restarted
+    inner = model.optimizer.inner_optimizer
+    assert float(ops.convert_to_numpy(inner.learning_rate)) == 1.0  # --lr 2, halved
+    assert entry["lr"] == 2.0  # the rate the epoch trained with
 
 
 class _FakeDistribution:
@@ -290,6 +336,8 @@ def test_bad_run_arguments_and_resumes_are_refused(tmp_path, capsys):
     _train(tmp_path / "run", "--epochs", "1")
     with pytest.raises(SystemExit, match=r"--lr 2.0 \(now 3.0\)"):
         _train(tmp_path / "run", "--epochs", "2", "--resume", "--lr", "3")
+    with pytest.raises(SystemExit, match="holds a run already"):
+        _train(tmp_path / "run", "--epochs", "2")
     with pytest.raises(SystemExit, match="neither a folder"):
         train.main(["--data-dir", str(tmp_path / "missing"), "--run-dir", str(tmp_path / "x")])
 

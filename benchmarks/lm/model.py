@@ -199,8 +199,10 @@ class AWDLSTM(keras.Model):
         if training and self.ar:
             self.add_loss(ops.multiply(self.ar, ops.mean(ops.square(x))))
         if training and self.tar:
+            # over the window's steps; none in a window of one token (a mean would be NaN)
             step = ops.subtract(raw[:, 1:], raw[:, :-1])
-            self.add_loss(ops.multiply(self.tar, ops.mean(ops.square(step))))
+            count = ops.maximum(ops.sum(ops.ones_like(step)), 1.0)
+            self.add_loss(ops.multiply(self.tar, ops.divide(ops.sum(ops.square(step)), count)))
         return self.embed.logits(x)
 
     def reset_state(self):

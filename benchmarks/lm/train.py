@@ -259,6 +259,9 @@ def run(args):
         for variable, value in zip(random_states(model), record["random_states"]):
             variable.assign(np.asarray(value, keras.backend.standardize_dtype(variable.dtype)))
     else:
+        if os.path.exists(record_path):
+            raise SystemExit(f"--run-dir {args.run_dir!r} holds a run already: pass --resume "
+                             "to continue it, or choose another --run-dir")
         record = {"args": dict(vars(args)), "source": corpus["source"],
                   "vocab_size": len(corpus["vocab"]),
                   "tokens": {s: int(len(corpus[s])) for s in lm_data.SPLITS}, "epochs": []}

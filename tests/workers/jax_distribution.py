@@ -45,7 +45,8 @@ if KIND == "data":
 else:
     mesh = keras.distribution.DeviceMesh((1, 2), ["batch", "model"], devices)
     layouts = keras.distribution.LayoutMap(mesh)
-    layouts[".*dense.*kernel"] = ("model", None)  # split by input row
+    # both kernels of strategy_model's layers, split by input row
+    layouts[".*(first|last).*kernel"] = ("model", None)
     distribution = keras.distribution.ModelParallel(layout_map=layouts, batch_dim_name="batch")
 
 single_model, single_opt = train()
