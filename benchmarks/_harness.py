@@ -120,8 +120,11 @@ def header(title, command, machine, source="", detail=""):
 
 
 def write_json(path, payload):
-    with open(path, "w") as f:
+    """`payload` as JSON at `path`, replaced in one step: a reader (or a run resumed after a
+    crash) sees the old file or the new one, never half of it."""
+    with open(path + ".tmp", "w") as f:
         json.dump(payload, f, indent=2, sort_keys=True)
+    os.replace(path + ".tmp", path)
 
 
 def progress(msg):

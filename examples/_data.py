@@ -5,6 +5,7 @@ It imports nothing from the other examples, so that the harnesses under benchmar
 `examples._data` (run from the repository root) while the examples import it as `_data`.
 """
 
+import gzip
 import os
 import tarfile
 import tempfile
@@ -25,6 +26,13 @@ def local_folder(path, argument="--data-dir"):
     if not os.path.isdir(path):
         raise SystemExit(f"{argument}: {path!r} is neither a folder nor a .tar.gz of folders")
     return path
+
+
+def read_lines(path):
+    """The lines of a text file (gzip-compressed if it ends in .gz), without their newlines."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f]
 
 
 def _has_images(folder):

@@ -68,6 +68,13 @@ def multi_members(optimizer):
     return list(optimizer.optimizers)
 
 
+def innermost_multi(optimizer):
+    """The MultiOptimizer at the end of `optimizer`'s wrapper chain, or None if it ends in a
+    plain optimizer."""
+    owner = innermost(optimizer)
+    return owner if multi_members(owner) is not None else None
+
+
 def member_of(multi, variable):
     """(the member of a built MultiOptimizer that updates `variable`, its index there).
 

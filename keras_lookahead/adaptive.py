@@ -57,9 +57,9 @@ def check_curvature_source(optimizer, curvature):
         except ValueError:
             pass  # no signature to read (some builtins): its result is checked at the sync
         return
-    members = compat.multi_members(compat.innermost(optimizer))
-    if members is not None:
-        for member in members:  # every group needs its curvature (those made at build: then)
+    multi = compat.innermost_multi(optimizer)
+    if multi is not None:
+        for member in compat.multi_members(multi):  # every group needs its curvature (those made at build: then)
             check_curvature_source(member, None)
         return
     owner, found = _lookup(optimizer)
@@ -78,8 +78,9 @@ def _inner_curvature(optimizer):
 
     For a MultiOptimizer, each variable's comes from its member, with that member's rate and
     count."""
-    if compat.multi_members(compat.innermost(optimizer)) is not None:
-        return compat.per_member(compat.innermost(optimizer), _inner_curvature)
+    multi = compat.innermost_multi(optimizer)
+    if multi is not None:
+        return compat.per_member(multi, _inner_curvature)
     owner, (attribute, rate_name) = _lookup(optimizer)
     t = ops.cast(owner.iterations, "float32")
     rate = ops.cast(getattr(owner, rate_name), "float32")

@@ -20,6 +20,11 @@ from keras_lookahead.lookahead import Lookahead
 _AT_END = ("slow", "fast")
 
 
+def _optimizer_of(model_or_optimizer):
+    obj = model_or_optimizer
+    return obj if isinstance(obj, keras.optimizers.Optimizer) else getattr(obj, "optimizer", None)
+
+
 def find_lookaheads(model_or_optimizer):
     """Every Lookahead of a model or optimizer that is not inside another Lookahead.
 
@@ -32,8 +37,6 @@ def find_lookaheads(model_or_optimizer):
     Returns:
         A list, outermost and in member order first; empty if there is none.
     """
-    obj = model_or_optimizer
-    opt = obj if isinstance(obj, keras.optimizers.Optimizer) else getattr(obj, "optimizer", None)
     found, seen = [], set()
 
     def walk(optimizer):
@@ -50,7 +53,7 @@ def find_lookaheads(model_or_optimizer):
                     walk(member)
                 return
 
-    walk(opt)
+    walk(_optimizer_of(model_or_optimizer))
     return found
 
 
@@ -68,8 +71,7 @@ def find_lookahead(model_or_optimizer):
     found = find_lookaheads(model_or_optimizer)
     if len(found) == 1:
         return found[0]
-    obj = model_or_optimizer
-    opt = obj if isinstance(obj, keras.optimizers.Optimizer) else getattr(obj, "optimizer", None)
+    opt = _optimizer_of(model_or_optimizer)
     if found:
         raise ValueError(
             f"keras_lookahead: {type(model_or_optimizer).__name__} has {len(found)} Lookahead "
@@ -163,10 +165,10 @@ class SwapSlowWeights(keras.callbacks.Callback):
 
     It finds the Lookahead at any depth of wrapping (e.g. `LossScaleOptimizer(Lookahead(...))`
     under a mixed_float16 policy), and every Lookahead member of a `MultiOptimizer` (each group
-    then gets its own slow weights; the other groups have no slow copy and keep their weights). Checkpoints saved by a `ModelCheckpoint` with a batch-count
-    `save_freq` hold the fast weights in the model (the slow ones are in the optimizer state):
-    the swap happens at epoch boundaries only, where every backend has the weights in its
-    variables.
+    then gets its own slow weights; the other groups have no slow copy and keep their weights).
+    Checkpoints saved by a `ModelCheckpoint` with a batch-count `save_freq` hold the fast weights
+    in the model (the slow ones are in the optimizer state): the swap happens at epoch
+    boundaries only, where every backend has the weights in its variables.
 
     Args:
         at_end: `"slow"` (default) or `"fast"`: the weights the model holds after `fit`.

@@ -91,8 +91,9 @@ def check_policy(optimizer, policy):
         )
     if policy == MAINTAIN:
         return
-    members = compat.multi_members(compat.innermost(optimizer))
-    if members is not None:
+    multi = compat.innermost_multi(optimizer)
+    if multi is not None:
+        members = compat.multi_members(multi)
         # Each group's moments are its member's; a member without any keeps its momentum-free
         # update. Members a selector function makes at build are checked then.
         if members and all(_lookup(m)[1] is None for m in members):
@@ -123,8 +124,9 @@ def first_moments(optimizer):
 
     For a MultiOptimizer, each variable's moment is the one its member keeps for it.
     """
-    if compat.multi_members(compat.innermost(optimizer)) is not None:
-        return compat.per_member(compat.innermost(optimizer), first_moments)
+    multi = compat.innermost_multi(optimizer)
+    if multi is not None:
+        return compat.per_member(multi, first_moments)
     owner, attribute = _lookup(optimizer)
     if attribute is None:
         return []

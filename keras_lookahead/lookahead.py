@@ -446,8 +446,9 @@ class Lookahead(keras.optimizers.Optimizer):
         self._state_changed()
 
     def _check_multi_members(self):
-        """Refuses, once a MultiOptimizer inner is built (a selector function may make its
-        members then), the members Lookahead around it cannot count or read correctly."""
+        """Refuses the members of a MultiOptimizer inner that Lookahead around it cannot count
+        or read correctly. Called before and after the inner's build: a selector function
+        makes its members there."""
         members = compat.multi_members(self._inner)
         if members is None:
             return

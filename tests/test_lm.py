@@ -291,7 +291,9 @@ def test_the_kept_weights_give_the_best_epochs_validation_back(tmp_path):
     from benchmarks.lm import train
 
     args = train.parse_args([*TINY, "--run-dir", str(tmp_path / "full")])
-    model = train.restored(args, _FakeDistribution(), full["vocab_size"],
+    from examples._distribute import Distribution
+
+    model = train.restored(args, Distribution("default"), full["vocab_size"],
                            str(tmp_path / "full" / "best.weights.h5"))
     streams = data.batchify(train.synthetic_corpus(3000)["valid"], 4)
     assert train.perplexity_on_eval_weights(model, streams, 10, True) == full["valid_ppl"]
@@ -311,13 +313,6 @@ def test_the_plateau_rule_halves_the_inner_rate_through_the_wrapper():
     inner = model.optimizer.inner_optimizer
     assert float(ops.convert_to_numpy(inner.learning_rate)) == 1.0  # --lr 2, halved
     assert entry["lr"] == 2.0  # the rate the epoch trained with
-
-
-class _FakeDistribution:
-    def scope(self):
-        import contextlib
-
-        return contextlib.nullcontext()
 
 
 def test_bad_run_arguments_and_resumes_are_refused(tmp_path, capsys):

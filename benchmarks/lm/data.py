@@ -18,7 +18,6 @@ mean of per-batch perplexities.
 
 import collections
 import glob
-import gzip
 import math
 import os
 import re
@@ -42,12 +41,6 @@ _TOKEN = re.compile(r"[^\W_]+(?:-[^\W_]+)*|'[^\W_]+|[^\w\s]|_")
 def tokenize(line):
     """Lower-cased words with punctuation split off: "A man's T-shirt." -> a man 's t-shirt ."""
     return _TOKEN.findall(line.lower())
-
-
-def _read_lines(path):
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        return [line.rstrip("\n") for line in f]
 
 
 def _find(folder, patterns, what):
@@ -83,7 +76,7 @@ def sentences(path, source):
     """The token lists of one file: PTB's lines split on spaces as they are (Mikolov's text is
     already lower case, with `<unk>` and `N` in it); Multi30k's lines through `tokenize`. Empty
     lines are skipped."""
-    lines = _read_lines(path)
+    lines = _data.read_lines(path)
     split = str.split if source == "ptb" else tokenize
     return [tokens for tokens in map(split, lines) if tokens]
 

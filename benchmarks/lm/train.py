@@ -42,6 +42,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
+from benchmarks import _harness as h  # noqa: E402
 from benchmarks.lm import data as lm_data  # noqa: E402
 from examples import _distribute  # noqa: E402
 from examples._args import fill_from_profile, require_counts  # noqa: E402
@@ -224,12 +225,6 @@ _SAME_FOR_RESUME = ("profile", "optimizer", "data_dir", "synthetic", "batch_size
                     "hidden", "embedding", "lr", "k", "alpha", "seed")
 
 
-def _write_json(path, payload):
-    with open(path + ".tmp", "w") as f:
-        json.dump(payload, f, indent=1)
-    os.replace(path + ".tmp", path)
-
-
 def run(args):
     import keras
 
@@ -285,11 +280,11 @@ def run(args):
         model.save_weights(os.path.join(args.run_dir, record["checkpoint"]))
         record["random_states"] = [keras.ops.convert_to_numpy(v).tolist()
                                    for v in random_states(model)]
-        _write_json(record_path, record)
+        h.write_json(record_path, record)
         if previous:
             os.remove(os.path.join(args.run_dir, previous))
     finish(args, dist, streams, record, lookahead, len(corpus["vocab"]))
-    _write_json(record_path, record)
+    h.write_json(record_path, record)
     return record
 
 

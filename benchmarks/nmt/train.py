@@ -39,7 +39,6 @@ and TPUs compile once per length.
 import argparse
 import functools
 import glob
-import gzip
 import json
 import math
 import os
@@ -47,7 +46,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from examples import _distribute  # noqa: E402
+from examples import _data, _distribute  # noqa: E402
 from examples._args import fill_from_profile, require_counts  # noqa: E402
 
 PROFILES = {
@@ -131,12 +130,6 @@ def _lengths(text):
 
 # -- data ------------------------------------------------------------------------------------------
 
-def _read_lines(path):
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        return [line.rstrip("\n") for line in f]
-
-
 def read_parallel(folder, split):
     """(English, German) sentence lists of one split of a parallel-text folder."""
     pattern = "test*" if split == "test" else split
@@ -148,7 +141,7 @@ def read_parallel(folder, split):
     de_path = en_path.replace(".en", ".de", 1) if ".en.gz" in en_path else en_path[:-3] + ".de"
     if not os.path.exists(de_path):
         raise SystemExit(f"--data-dir: {en_path!r} has no German side {de_path!r}")
-    en, de = _read_lines(en_path), _read_lines(de_path)
+    en, de = _data.read_lines(en_path), _data.read_lines(de_path)
     if len(en) != len(de):
         raise SystemExit(f"--data-dir: {en_path!r} has {len(en)} lines but {de_path!r} has "
                          f"{len(de)}: the sides must align line by line")
