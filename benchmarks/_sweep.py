@@ -9,14 +9,16 @@ import time
 from benchmarks import _harness as h
 
 
-def run_sweep(runs, command, result_path, summary, log_dir, cwd):
+def run_sweep(runs, command, result_path, summary, log_dir, cwd, done=os.path.exists):
     """runs: [(name, extra arguments)]; command(name, extra) is the run's argv after the
-    Python executable (["-m", module, ...]), run from `cwd`; result_path(name) is the file the run writes last; summary(name) is
-    the run's progress line. A run's output goes to <log_dir>/<name>.log."""
+    Python executable (["-m", module, ...]), run from `cwd`; result_path(name) is the file the
+    run writes last, and done(result_path(name)) says whether the run is finished (by default:
+    the file exists); summary(name) is the run's progress line. A run's output goes to
+    <log_dir>/<name>.log."""
     os.makedirs(log_dir, exist_ok=True)
     for i, (name, extra) in enumerate(runs, 1):
         tag = f"[{i}/{len(runs)}] {name}"
-        if os.path.exists(result_path(name)):
+        if done(result_path(name)):
             h.progress(f"{tag}: done before, kept")
             continue
         start = time.time()
@@ -24,9 +26,24 @@ def run_sweep(runs, command, result_path, summary, log_dir, cwd):
         with open(log_path, "w") as log:
             code = subprocess.run([sys.executable, *command(name, extra)], stdout=log,
                                   stderr=subprocess.STDOUT, cwd=cwd).returncode
-        if code or not os.path.exists(result_path(name)):
+        if code or not done(result_path(name)):
             raise SystemExit(f"{tag} failed (exit {code}): see {log_path}")
         h.progress(f"{tag}: {summary(name)} ({time.time() - start:.0f} s)")
+
+
+def load_run_records(folder, done=os.path.exists):
+    """{run name: record} of the runs in `folder` (one sub-folder each, its record.json) that
+    done(path) says are finished."""
+    import json
+
+    records = {}
+    if os.path.isdir(folder):
+        for name in sorted(os.listdir(folder)):
+            path = os.path.join(folder, name, "record.json")
+            if done(path):
+                with open(path) as f:
+                    records[name] = json.load(f)
+    return records
 
 
 def add_common_arguments(parser, script):
@@ -38,13 +55,16 @@ def add_common_arguments(parser, script):
                         help="after --: more arguments for every run, e.g. -- --epochs 3")
 
 
-def main(parser, argv, run_all, write_report):
-    """Parses, checks --seeds, runs what is missing (unless --report), writes the report."""
+def main(parser, argv, run_all, write_report, check=None):
+    """Parses, checks --seeds (and what check(parser, args) checks), runs what is missing
+    (unless --report), writes the report."""
     args = parser.parse_args(argv)
     if args.extra and args.extra[0] == "--":
         args.extra = args.extra[1:]
     if args.seeds < 1:
         parser.error(f"--seeds {args.seeds}: must be 1 or more")
+    if check:
+        check(parser, args)
     if not args.report:
         run_all(args)
     write_report(args)

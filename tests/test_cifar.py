@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 
+from benchmarks._polyak import PolyakAverage
 from benchmarks.cifar import train as cifar
 from tests.execution_modes import BACKEND, tf_only
 
@@ -121,7 +122,7 @@ def test_polyak_average_is_the_uniform_mean_from_the_start_epoch():
     import keras
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)])
-    polyak = cifar.PolyakAverage(model, start_epoch=1)
+    polyak = PolyakAverage(model, start_epoch=1)
     rng = np.random.default_rng(0)
     seen = []
     for epoch, steps in ((0, 2), (1, 3), (2, 2)):
@@ -140,6 +141,19 @@ def test_polyak_average_is_the_uniform_mean_from_the_start_epoch():
                                        rtol=1e-5, atol=1e-6)
     for v, value in zip(model.variables, current):  # the weights themselves come back
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(v.value), value)
+
+    # a checkpoint of the average restores it into a fresh one exactly; a wrong one is refused
+    count, arrays = polyak.state()
+    again = PolyakAverage(model, start_epoch=1)
+    again.restore(count, arrays)
+    assert again.count == 5
+    with again.swapped_in():
+        for i, v in enumerate(model.variables):
+            np.testing.assert_allclose(keras.ops.convert_to_numpy(v.value),
+                                       np.mean([s[i] for s in seen], axis=0), rtol=1e-5,
+                                       atol=1e-6)
+    with pytest.raises(ValueError, match="shape"):
+        again.restore(count, [a.T for a in arrays])
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -2,6 +2,7 @@
 Multi30k stand-in, the stateful batches, AWD-LSTM's windows, perplexity), each against a hand
 computation; and AWD-LSTM's layers against a numpy LSTM written from the equations."""
 
+import argparse
 import gzip
 import math
 import tarfile
@@ -296,7 +297,8 @@ def test_the_kept_weights_give_the_best_epochs_validation_back(tmp_path):
     model = train.restored(args, Distribution("default"), full["vocab_size"],
                            str(tmp_path / "full" / "best.weights.h5"))
     streams = data.batchify(train.synthetic_corpus(3000)["valid"], 4)
-    assert train.perplexity_on_eval_weights(model, streams, 10, True) == full["valid_ppl"]
+    with train.reported_weights(model, args, None):
+        assert data.perplexity(*train.evaluate(model, streams, 10)) == full["valid_ppl"]
 
 
 def test_the_plateau_rule_halves_the_inner_rate_through_the_wrapper():
@@ -308,11 +310,29 @@ def test_the_plateau_rule_halves_the_inner_rate_through_the_wrapper():
     model = train.build(args, train.SYNTHETIC_VOCAB)
     # an earlier epoch no run can beat (perplexity 1), one epoch ago without improvement
     record = {"epochs": [{"valid_ppl": 1.0, "waited": 1}]}
-    entry = train.train_epoch(args, model, streams, 1, record, lookahead=True)
+    entry = train.train_epoch(args, model, streams, 1, record, polyak=None)
     assert not entry["improved"] and entry["waited"] == 0  # 2 epochs waited: halved, restarted
     inner = model.optimizer.inner_optimizer
     assert float(ops.convert_to_numpy(inner.learning_rate)) == 1.0  # --lr 2, halved
     assert entry["lr"] == 2.0  # the rate the epoch trained with
+
+
+def test_polyak_averaging_leaves_training_alone_and_resumes_exactly(tmp_path):
+    sgd = ["--optimizer", "sgd", "--epochs", "3"]
+    polyak = ["--optimizer", "polyak-sgd", "--polyak-start", "1"]
+    plain = _train(tmp_path / "sgd", *sgd)
+    full = _train(tmp_path / "full", *polyak, "--epochs", "3")
+    # the same steps: averaging only changes what is evaluated, and not before its start
+    assert [e["loss"] for e in full["epochs"]] == [e["loss"] for e in plain["epochs"]]
+    assert full["epochs"][0]["valid_ppl"] == plain["epochs"][0]["valid_ppl"]
+    assert [e["valid_ppl"] for e in full["epochs"][1:]] != [
+        e["valid_ppl"] for e in plain["epochs"][1:]]
+    assert full["polyak_count"] == 2 * full["epochs"][0]["windows"]  # every step of epochs 2, 3
+    # stopped with the average under way, resumed: the average comes back from its file
+    _train(tmp_path / "cut", *polyak, "--epochs", "2")
+    assert sorted(p.name for p in (tmp_path / "cut").iterdir()) == [
+        "best.weights.h5", "epoch2.polyak.npz", "epoch2.weights.h5", "record.json"]
+    _assert_same_run(_train(tmp_path / "cut", *polyak, "--epochs", "3", "--resume"), full)
 
 
 def test_bad_run_arguments_and_resumes_are_refused(tmp_path, capsys):
@@ -322,7 +342,10 @@ def test_bad_run_arguments_and_resumes_are_refused(tmp_path, capsys):
             (["--lr", "-1"], "--lr -1.0: must be positive"),
             (["--data-dir", "x"], "exactly one of --data-dir"),
             (["--bptt", "0"], "--bptt 0: must be 1 or more"),
-            (["--hidden", "0"], "--hidden 0: must be 1 or more")):
+            (["--hidden", "0"], "--hidden 0: must be 1 or more"),
+            (["--polyak-start", "1"], "--polyak-start 1: only polyak-sgd averages"),
+            (["--optimizer", "polyak-sgd", "--epochs", "2", "--polyak-start", "2"],
+             "--polyak-start 2: must be from 0 to --epochs - 1 (1)")):
         with pytest.raises(SystemExit):
             train.parse_args([*TINY, *argv])
         assert message in capsys.readouterr().err
@@ -367,3 +390,109 @@ def test_evaluation_sums_cross_entropy_over_every_token_of_the_split():
     expected = hits * math.log(2) + misses * math.log(2 * (vocab - 1))
     assert total == pytest.approx(expected, rel=1e-12)
     assert data.perplexity(total, tokens) == pytest.approx(math.exp(expected / 14), rel=1e-12)
+
+
+# -- the sweep (benchmarks/lm/run.py) --------------------------------------------------------------
+
+def _fake_record(folder, optimizer, lr, seed, test_ppl, k=5, alpha=0.5):
+    """A finished run's record as train.py writes it, with chosen perplexities."""
+    import json
+
+    from benchmarks.lm import train
+
+    args = vars(train.parse_args(["--synthetic", "100", "--profile", "cpu", "--optimizer",
+                                  optimizer, "--lr", str(lr), "--seed", str(seed), "--k",
+                                  str(k), "--alpha", str(alpha)]))
+    epochs = [{"epoch": i + 1, "loss": 5.0 - i, "valid_ppl": test_ppl + 3 - i, "lr": lr,
+               "windows": 10, "seconds": 30.0, "improved": True, "waited": 0}
+              for i in range(3)]
+    record = {"args": args, "source": "synthetic", "vocab_size": 50, "params": 1234,
+              "tokens": {"train": 80, "valid": 10, "test": 10}, "epochs": epochs,
+              "best_epoch": 3, "valid_ppl": epochs[-1]["valid_ppl"], "test_ppl": test_ppl}
+    name = f"{optimizer}-lr{lr}-k{k}-a{alpha}-s{seed}"
+    (folder / name).mkdir(parents=True)
+    (folder / name / "record.json").write_text(json.dumps(record))
+
+
+def test_the_report_gives_mean_std_and_paired_differences_by_hand(tmp_path):
+    import json
+
+    from benchmarks.lm import run
+
+    folder = tmp_path / "lm" / "runs" / "cpu"
+    # SGD 60, 62, 64 (mean 62, std 2); Lookahead(SGD) 59, 62, 62 (mean 61, std √3):
+    # paired differences −1, 0, −2 (mean −1, std 1; two of three seeds lower)
+    for seed, (plain, la) in enumerate(((60, 59), (62, 62), (64, 62))):
+        _fake_record(folder, "sgd", 30, seed, plain)
+        _fake_record(folder, "lookahead-sgd", 30, seed, la)
+    _fake_record(folder, "lookahead-sgd", 30, 0, 70, k=10, alpha=0.8)  # a grid point
+    _fake_record(folder, "adam", 0.003, 0, 50)  # one seed
+    (folder / "unfinished").mkdir()  # a record without a test perplexity is left out
+    (folder / "unfinished" / "record.json").write_text(json.dumps({"epochs": []}))
+    run.main(["--report", "--out", str(tmp_path)])
+    report = (tmp_path / "lm.md").read_text()
+    assert f"| SGD lr 30 | 3 | 62.00 ± 2.00 | 60.00, 62.00, 64.00 | 63.00 | 3, 3, 3 | 1.5 | " \
+           f"{run.PAPER['sgd']} |" in report
+    assert f"| Lookahead(SGD) lr 30 | 3 | 61.00 ± {math.sqrt(3):.2f} |" in report
+    assert "Lookahead(SGD) − SGD at lr 30: -1.00 ± 1.00 (2 of 3 seeds lower)" in report
+    assert "| Adam lr 0.003 | 1 | 50.00 ± 0.00 |" in report
+    assert "| Lookahead(SGD) | 30 | 10 | 0.8 | 70.00 |" in report  # the grid table
+    assert "not Penn Treebank" in report and "63.90" in report and "57.72" in report
+    assert (tmp_path / "lm_curves.png").stat().st_size > 0
+    payload = json.loads((tmp_path / "lm.json").read_text())
+    assert payload["summary"]["sgd-lr30"]["test_ppl"] == [60, 62, 64]
+    assert "unfinished" not in payload["runs"]
+
+
+def test_sweep_arguments_are_checked(capsys, tmp_path):
+    from benchmarks.lm import run
+
+    for argv, message in ((["--adam-lrs", "0.003,x"], "--adam-lrs '0.003,x': give positive"),
+                          (["--adam-lrs", "-1"], "--adam-lrs '-1'"),
+                          (["--seeds", "0"], "--seeds 0: must be 1 or more")):
+        with pytest.raises(SystemExit):
+            run.main([*argv, "--out", str(tmp_path)])
+        assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="no finished runs"):
+        run.main(["--report", "--out", str(tmp_path)])
+    # the suites: the main one's configurations for each seed, the grid's without repeats
+    args = argparse.Namespace(profile="cpu", suite="all", seeds=2, adam_lrs="0.003,0.01")
+    names = [name for name, _ in run.runs_for(args)]
+    assert len(names) == len(set(names))
+    assert {n for n in names if n.endswith("-s1")} == {
+        "sgd-lr30-s1", "lookahead-sgd-lr30-s1", "polyak-sgd-lr30-s1", "adam-lr0.003-s1",
+        "lookahead-adam-lr0.003-s1", "adam-lr0.01-s1", "lookahead-adam-lr0.01-s1"}
+    assert "lookahead-adam-lr0.003-k20-a0.8-s0" in names and "adam-lr0.001-s0" in names
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                    reason="one process per run, on TensorFlow: the runs' code is tested on "
+                           "every backend above")
+def test_sweep_runs_resumes_a_stopped_run_and_reports(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from benchmarks import _harness
+
+    # TINY without its optimizer, rate and k: each run's own come from the sweep
+    tiny = [a for i, a in enumerate(TINY) if a not in ("--optimizer", "--lr", "--k")
+            and TINY[i - 1] not in ("--optimizer", "--lr", "--k")]
+    argv = [sys.executable, "-m", "benchmarks.lm.run", "--seeds", "1", "--adam-lrs", "0.01",
+            "--out", str(tmp_path), "--", *tiny, "--epochs", "2"]
+    first = subprocess.run(argv, cwd=_harness.ROOT, capture_output=True, text=True,
+                           timeout=900)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert first.stdout.count("test perplexity") == 5  # one progress line per run
+    # as if the sweep had stopped inside a run, after its last epoch's checkpoint
+    record_path = tmp_path / "lm" / "runs" / "cpu" / "adam-lr0.01-s0" / "record.json"
+    record = json.loads(record_path.read_text())
+    test_ppl = record.pop("test_ppl")
+    record_path.write_text(json.dumps(record))
+    again = subprocess.run(argv, cwd=_harness.ROOT, capture_output=True, text=True,
+                           timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("done before, kept") == 4
+    assert json.loads(record_path.read_text())["test_ppl"] == test_ppl  # resumed, not redone
+    assert "| Polyak(SGD) lr 2 |" not in (tmp_path / "lm.md").read_text()  # lr 30, not 2
+    assert "| Polyak(SGD) lr 30 | 1 |" in (tmp_path / "lm.md").read_text()

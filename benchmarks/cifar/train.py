@@ -44,6 +44,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from benchmarks._polyak import PolyakAverage  # noqa: E402
 from examples import _distribute  # noqa: E402
 from examples._args import fill_from_profile, require_counts  # noqa: E402
 from examples._data import image_folder, local_folder  # noqa: E402
@@ -350,43 +351,6 @@ def build_optimizer(args, steps_per_epoch):
 
 
 # -- evaluation on the weights a method reports ------------------------------------------------
-
-class PolyakAverage:
-    """The uniform average of the weights after every step from `start_epoch` on:
-    avg_n = avg_{n-1} + (w_n - avg_{n-1}) / n, kept on the device, swapped in for evaluation."""
-
-    def __init__(self, model, start_epoch):
-        import keras
-
-        self.model, self.start_epoch, self.count = model, start_epoch, 0
-        # copies: on TensorFlow, a Variable made from another's `.value` would share it
-        self.average = [keras.Variable(keras.ops.convert_to_numpy(v.value), trainable=False,
-                                       name="polyak_" + v.name) for v in model.variables]
-
-    def update(self, epoch):
-        if epoch < self.start_epoch:
-            return
-        self.count += 1
-        rate = 1.0 / self.count
-        for avg, v in zip(self.average, self.model.variables):
-            avg.assign(avg + rate * (v - avg))
-
-    @contextlib.contextmanager
-    def swapped_in(self):
-        if self.count == 0:  # not started: the weights themselves
-            yield
-            return
-        import keras
-
-        saved = [keras.ops.copy(v.value) for v in self.model.variables]  # snapshots
-        for v, avg in zip(self.model.variables, self.average):
-            v.assign(avg)
-        try:
-            yield
-        finally:
-            for v, value in zip(self.model.variables, saved):
-                v.assign(value)
-
 
 def make_callbacks(args, model, test, train_eval, record, evaluate):
     """`evaluate(dataset)` returns [loss, accuracy] on the weights the model holds."""

@@ -16,12 +16,16 @@ Profiles (every value can be overridden):
   in twenty) with the learning rate scaled by length / 70, gradient norm clipped at 0.25 and
   weight decay 1.2e-6 on the inner optimizer, 750 epochs, the learning rate halved when the
   validation perplexity has not improved for 15 epochs.
-- cpu: 2 layers of 256, embeddings of 128, batch 20, windows of 35, 6 epochs, halving after 1
-  epoch without improvement.
+- cpu: 2 layers of 256, embeddings of 128, batch 40, windows of 35, 3 epochs, halving after 1
+  epoch without improvement (sized so that run.py's main sweep, 21 runs, takes about 40
+  minutes on 2 cores).
 
 Optimizers: sgd (no momentum, as AWD-LSTM), adam, lookahead-sgd and lookahead-adam (--k,
---alpha; evaluated on the slow weights). Weight decay is Keras's, which is decoupled: for SGD
-without momentum the same step as AWD-LSTM's L2 term, for Adam AdamW's form.
+--alpha; evaluated on the slow weights), and polyak-sgd: SGD evaluated on the uniform average of
+the weights after every step once --polyak-start epochs are done (default: half the epochs;
+AWD-LSTM's NT-ASGD starts averaging at a non-monotone trigger on validation instead). Weight
+decay is Keras's, which is decoupled: for SGD without momentum the same step as AWD-LSTM's L2
+term, for Adam AdamW's form.
 
 Data (--data-dir, required: no PTB copy comes with tfds): Mikolov's ptb.{train,valid,test}.txt
 in a folder or a .tar.gz, or Multi30k's English side as a stand-in (benchmarks/lm/data.py);
@@ -33,6 +37,7 @@ out, fewer than --batch-size tokens).
 """
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -50,10 +55,10 @@ from examples._args import fill_from_profile, require_counts  # noqa: E402
 PROFILES = {
     "paper": dict(batch_size=80, bptt=70, variable_bptt=True, epochs=750, patience=15,
                   clipnorm=0.25, weight_decay=1.2e-6),
-    "cpu": dict(batch_size=20, bptt=35, variable_bptt=False, epochs=6, patience=1,
+    "cpu": dict(batch_size=40, bptt=35, variable_bptt=False, epochs=3, patience=1,
                 clipnorm=0.25, weight_decay=1.2e-6),
 }
-OPTIMIZERS = ("sgd", "adam", "lookahead-sgd", "lookahead-adam")
+OPTIMIZERS = ("sgd", "adam", "lookahead-sgd", "lookahead-adam", "polyak-sgd")
 DEFAULT_LR = {"sgd": 30.0, "adam": 0.003}  # AWD-LSTM's SGD rate; Adam: see run.py's grid
 SYNTHETIC_VOCAB = 50
 
@@ -79,6 +84,8 @@ def parse_args(argv=None):
                    f"{DEFAULT_LR['sgd']}, adam {DEFAULT_LR['adam']})")
     p.add_argument("--k", type=int, default=5, help="Lookahead's sync period")
     p.add_argument("--alpha", type=float, default=0.5, help="Lookahead's slow step size")
+    p.add_argument("--polyak-start", type=int, metavar="EPOCHS",
+                   help="polyak-sgd averages the steps after this many epochs (default: half)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
     _distribute.add_arguments(p)
@@ -90,6 +97,14 @@ def parse_args(argv=None):
         value = getattr(args, name)
         if value is not None and value < 1:
             p.error(f"--{name} {value}: must be 1 or more")
+    if args.polyak_start is None:
+        args.polyak_start = args.epochs // 2
+    elif args.optimizer != "polyak-sgd":
+        p.error(f"--polyak-start {args.polyak_start}: only polyak-sgd averages (--optimizer "
+                f"{args.optimizer})")
+    if not 0 <= args.polyak_start < args.epochs:
+        p.error(f"--polyak-start {args.polyak_start}: must be from 0 to --epochs - 1 "
+                f"({args.epochs - 1})")
     if args.variable_bptt is None:
         args.variable_bptt = int(PROFILES[args.profile]["variable_bptt"])
     for name in ("clipnorm", "weight_decay"):
@@ -184,17 +199,35 @@ def evaluate(model, streams, bptt):
     return total, tokens
 
 
-def perplexity_on_eval_weights(model, streams, bptt, lookahead):
-    """The split's perplexity on the slow weights (Lookahead) or the weights themselves."""
+def reported_weights(model, args, polyak):
+    """A context with the weights the method reports in the model: the slow weights for
+    Lookahead, the average for polyak-sgd (once it has begun), the weights themselves
+    otherwise."""
     import contextlib
 
     from keras_lookahead import use_slow_weights
 
-    with use_slow_weights(model) if lookahead else contextlib.nullcontext():
-        return lm_data.perplexity(*evaluate(model, streams, bptt))
+    if args.optimizer.startswith("lookahead"):
+        return use_slow_weights(model)
+    return polyak.swapped_in() if polyak else contextlib.nullcontext()
+
+
+def make_polyak(args, model):
+    """polyak-sgd's average of the trainable weights (the LSTM's carried state and the dropout
+    seeds are not weights to average); None for the other optimizers."""
+    if args.optimizer != "polyak-sgd":
+        return None
+    from benchmarks._polyak import PolyakAverage
+
+    return PolyakAverage(model, args.polyak_start, model.trainable_variables)
 
 
 # -- the run ---------------------------------------------------------------------------------------
+
+def _polyak_path(args, checkpoint):
+    """polyak-sgd's average beside the checkpoint it goes with."""
+    return os.path.join(args.run_dir, checkpoint.replace(".weights.h5", ".polyak.npz"))
+
 
 def _paths(args):
     """The record, and the weights (with the optimizer's state) of the best epoch."""
@@ -222,7 +255,7 @@ def random_states(model):
 # What a resumed run must share with the run it continues.
 _SAME_FOR_RESUME = ("profile", "optimizer", "data_dir", "synthetic", "batch_size", "bptt",
                     "variable_bptt", "patience", "clipnorm", "weight_decay", "layers",
-                    "hidden", "embedding", "lr", "k", "alpha", "seed")
+                    "hidden", "embedding", "lr", "k", "alpha", "polyak_start", "seed")
 
 
 def run(args):
@@ -238,7 +271,6 @@ def run(args):
     streams = {split: lm_data.batchify(corpus[split], args.batch_size)
                for split in lm_data.SPLITS}
     record_path, best = _paths(args)
-    lookahead = args.optimizer.startswith("lookahead")
     if args.resume:
         if not os.path.exists(record_path):
             raise SystemExit(f"--resume: {args.run_dir!r} has no record.json of an earlier run")
@@ -253,6 +285,11 @@ def run(args):
                          os.path.join(args.run_dir, record["checkpoint"]))
         for variable, value in zip(random_states(model), record["random_states"]):
             variable.assign(np.asarray(value, keras.backend.standardize_dtype(variable.dtype)))
+        polyak = make_polyak(args, model)
+        if polyak:
+            with np.load(_polyak_path(args, record["checkpoint"])) as saved:
+                polyak.restore(record["polyak_count"],
+                               [saved[f"a{i}"] for i in range(len(saved.files))])
     else:
         if os.path.exists(record_path):
             raise SystemExit(f"--run-dir {args.run_dir!r} holds a run already: pass --resume "
@@ -263,14 +300,16 @@ def run(args):
         with dist.scope():
             model = build(args, len(corpus["vocab"]))
         record["params"] = int(model.count_params())
+        polyak = make_polyak(args, model)
     print(f"{args.optimizer} (lr {args.lr}, seed {args.seed}): {record['source']}, "
           f"{record['tokens']['train']:,} training tokens, {record['params']:,} parameters")
     while len(record["epochs"]) < args.epochs:
         epoch = len(record["epochs"])
-        entry = train_epoch(args, model, streams, epoch, record, lookahead)
+        entry = train_epoch(args, model, streams, epoch, record, polyak)
         os.makedirs(args.run_dir, exist_ok=True)
-        if entry["improved"]:
-            model.save_weights(best + ".tmp.weights.h5")
+        if entry["improved"]:  # polyak-sgd: the average, which finish() then tests as it is
+            with polyak.swapped_in() if polyak else contextlib.nullcontext():
+                model.save_weights(best + ".tmp.weights.h5")
             os.replace(best + ".tmp.weights.h5", best)
         record["epochs"].append(entry)
         # The record names the checkpoint it goes with, and is replaced in one step: a run
@@ -280,15 +319,23 @@ def run(args):
         model.save_weights(os.path.join(args.run_dir, record["checkpoint"]))
         record["random_states"] = [keras.ops.convert_to_numpy(v).tolist()
                                    for v in random_states(model)]
+        if polyak:
+            record["polyak_count"], arrays = polyak.state()
+            path = _polyak_path(args, record["checkpoint"])
+            with open(path + ".tmp", "wb") as f:
+                np.savez(f, **{f"a{i}": a for i, a in enumerate(arrays)})
+            os.replace(path + ".tmp", path)
         h.write_json(record_path, record)
         if previous:
             os.remove(os.path.join(args.run_dir, previous))
-    finish(args, dist, streams, record, lookahead, len(corpus["vocab"]))
+            if polyak:
+                os.remove(_polyak_path(args, previous))
+    finish(args, dist, streams, record, len(corpus["vocab"]))
     h.write_json(record_path, record)
     return record
 
 
-def train_epoch(args, model, streams, epoch, record, lookahead):
+def train_epoch(args, model, streams, epoch, record, polyak):
     """One pass over the training streams from a reset state, then validation and the plateau
     rule; returns the epoch's entry of the record."""
     import keras
@@ -307,11 +354,14 @@ def train_epoch(args, model, streams, epoch, record, lookahead):
             opt.learning_rate = base_lr * length / args.bptt
         loss = float(model.train_on_batch(train[:, begin:begin + length],
                                           train[:, begin + 1:begin + 1 + length]))
+        if polyak:
+            polyak.update(epoch)
         losses, weights = losses + loss * length, weights + length
         bar.update(i + 1, [("loss", losses / weights)])
     opt.learning_rate = base_lr
     seconds = time.time() - start
-    valid = perplexity_on_eval_weights(model, streams["valid"], args.bptt, lookahead)
+    with reported_weights(model, args, polyak):
+        valid = lm_data.perplexity(*evaluate(model, streams["valid"], args.bptt))
     entry = {"epoch": epoch + 1, "loss": losses / weights,
              "valid_ppl": valid, "lr": base_lr, "windows": len(cut), "seconds": seconds}
     entry["improved"] = valid < min([e["valid_ppl"] for e in record["epochs"]] + [math.inf])
@@ -325,14 +375,15 @@ def train_epoch(args, model, streams, epoch, record, lookahead):
     return entry
 
 
-def finish(args, dist, streams, record, lookahead, vocab_size):
-    """Test perplexity at the best validation epoch, on the weights kept from that epoch."""
+def finish(args, dist, streams, record, vocab_size):
+    """Test perplexity at the best validation epoch, on the weights kept from that epoch (for
+    polyak-sgd, the average kept then)."""
     best = min(range(len(record["epochs"])), key=lambda i: record["epochs"][i]["valid_ppl"])
     model = restored(args, dist, vocab_size, _paths(args)[1])
     record["best_epoch"] = best + 1
     record["valid_ppl"] = record["epochs"][best]["valid_ppl"]
-    record["test_ppl"] = perplexity_on_eval_weights(model, streams["test"], args.bptt,
-                                                    lookahead)
+    with reported_weights(model, args, None):
+        record["test_ppl"] = lm_data.perplexity(*evaluate(model, streams["test"], args.bptt))
     print(f"test perplexity {record['test_ppl']:.2f} at the best validation epoch "
           f"({best + 1}, validation {record['valid_ppl']:.2f})")
 

@@ -19,7 +19,7 @@ import os
 import statistics
 
 from benchmarks import _harness as h
-from benchmarks._sweep import add_common_arguments, run_sweep
+from benchmarks._sweep import add_common_arguments, load_run_records, run_sweep
 from benchmarks._sweep import main as sweep_main
 
 TRAIN = "benchmarks.nmt.train"
@@ -75,15 +75,7 @@ def run_all(args):
 
 
 def load_records(args):
-    folder = folder_of(args)
-    records = {}
-    if os.path.isdir(folder):
-        for name in sorted(os.listdir(folder)):
-            path = os.path.join(folder, name, "record.json")
-            if os.path.exists(path):
-                with open(path) as f:
-                    records[name] = json.load(f)
-    return records
+    return load_run_records(folder_of(args))
 
 
 def plot_curves(groups, path):
