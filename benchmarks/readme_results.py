@@ -52,6 +52,16 @@ def table():
     bleu = ("bleu_mean", "bleu_std", "nmt")
     rows.append(f"| Multi30k En→De, test BLEU, Adam, {nmt['adam']['seeds']} seeds | "
                 f"{_mean_std(nmt, 'adam', *bleu)} | {_mean_std(nmt, 'lookahead-adam', *bleu)} |")
+    lm = _load("lm")["summary"]
+    ppl = ("test_ppl_mean", "test_ppl_std", "lm")
+    for inner, label in (("sgd", "SGD"), ("adam", "Adam")):
+        # the inner optimizer at its best rate of the main comparison's (lowest mean)
+        plain = min((k for k in lm if k.startswith(f"{inner}-lr")),
+                    key=lambda k: lm[k]["test_ppl_mean"])
+        rows.append(f"| Multi30k English as a PTB stand-in, test perplexity (lower is better), "
+                    f"AWD-LSTM, {label} lr {plain.split('-lr')[1]}, {lm[plain]['seeds']} seeds "
+                    f"| {_mean_std(lm, plain, *ppl)} | "
+                    f"{_mean_std(lm, 'lookahead-' + plain, *ppl)} |")
     largest = max(perf["args"]["sizes"])
     ours = {(r["backend"], r["mode"]): r for r in perf["optimizer"]
             if r["implementation"] == "keras_lookahead" and r["inner"] == "Adam"

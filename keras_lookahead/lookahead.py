@@ -335,11 +335,13 @@ class Lookahead(keras.optimizers.Optimizer):
     def _refuse_multi_learning_rate(self):
         # An AttributeError, as MultiOptimizer raises: `hasattr(opt, "learning_rate")` is then
         # False, which is how Keras's learning-rate callbacks ask.
-        if compat.multi_members(self._inner) is not None:
+        multi = compat.innermost_multi(self._inner)  # also inside a LossScaleOptimizer
+        if multi is not None:
+            path = "inner_optimizer" + ".inner_optimizer" * (multi is not self._inner)
             raise AttributeError(
-                f"Lookahead: the inner optimizer {self._inner.name!r} is a MultiOptimizer, "
+                f"Lookahead: the inner optimizer {multi.name!r} is a MultiOptimizer, "
                 "which has no single learning rate. Read or set it on each member: "
-                "`for opt in lookahead.inner_optimizer.optimizers: opt.learning_rate = ...`."
+                f"`for opt in lookahead.{path}.optimizers: opt.learning_rate = ...`."
             )
 
     @property
@@ -449,15 +451,15 @@ class Lookahead(keras.optimizers.Optimizer):
         """Refuses the members of a MultiOptimizer inner that Lookahead around it cannot count
         or read correctly. Called before and after the inner's build: a selector function
         makes its members there."""
-        members = compat.multi_members(self._inner)
-        if members is None:
+        multi = compat.innermost_multi(self._inner)  # also inside a LossScaleOptimizer
+        if multi is None:
             return
-        for member in members:
+        for member in compat.multi_members(multi):
             steps = getattr(member, "gradient_accumulation_steps", None)
             if steps:
                 raise ValueError(
                     f"Lookahead: member {member.name!r} of the MultiOptimizer "
-                    f"{self._inner.name!r} has gradient_accumulation_steps={steps}, but "
+                    f"{multi.name!r} has gradient_accumulation_steps={steps}, but "
                     "Lookahead around a MultiOptimizer counts the MultiOptimizer's steps "
                     "(its iterations), every micro-step included. Put a Lookahead inside the "
                     "MultiOptimizer instead, around that member, where it counts the member's "

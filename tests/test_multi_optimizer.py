@@ -192,6 +192,11 @@ def test_learning_rate_of_lookahead_around_a_multi_optimizer_names_the_members()
     with pytest.raises(AttributeError, match="MultiOptimizer"):
         opt.learning_rate = 0.1
     assert not hasattr(opt, "learning_rate")  # what Keras's LR callbacks ask
+    # inside a LossScaleOptimizer too, with the path to the members
+    scaled = Lookahead(keras.optimizers.LossScaleOptimizer(_multi(
+        keras.optimizers.SGD(0.1), {"enc/.*": keras.optimizers.Adam()})))
+    with pytest.raises(AttributeError, match=r"inner_optimizer\.inner_optimizer\.optimizers"):
+        scaled.learning_rate
 
 
 def test_a_member_accumulating_gradients_is_refused_around_a_multi_optimizer():
@@ -202,6 +207,11 @@ def test_a_member_accumulating_gradients_is_refused_around_a_multi_optimizer():
     with pytest.raises(ValueError, match="gradient_accumulation_steps=2"):
         opt.build(variables)
     assert not opt.built and not multi.built  # nothing half-built
+    # the same MultiOptimizer inside a LossScaleOptimizer is refused alike
+    scaled = Lookahead(keras.optimizers.LossScaleOptimizer(multi))
+    with pytest.raises(ValueError, match="gradient_accumulation_steps=2"):
+        scaled.build(variables)
+    assert not scaled.built and not multi.built
 
 
 def test_a_selector_functions_members_are_checked_at_build():

@@ -17,8 +17,8 @@ Profiles (every value can be overridden):
   weight decay 1.2e-6 on the inner optimizer, 750 epochs, the learning rate halved when the
   validation perplexity has not improved for 15 epochs.
 - cpu: 2 layers of 256, embeddings of 128, batch 40, windows of 35, 3 epochs, halving after 1
-  epoch without improvement (sized so that run.py's main sweep, 21 runs, takes about 40
-  minutes on 2 cores).
+  epoch without improvement (sized so that run.py's main sweep, 21 runs of about 2 minutes,
+  takes about 45 minutes on 2 cores).
 
 Optimizers: sgd (no momentum, as AWD-LSTM), adam, lookahead-sgd and lookahead-adam (--k,
 --alpha; evaluated on the slow weights), and polyak-sgd: SGD evaluated on the uniform average of
