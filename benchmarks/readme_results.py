@@ -59,7 +59,7 @@ def table():
         plain = min((k for k in lm if k.startswith(f"{inner}-lr")),
                     key=lambda k: lm[k]["test_ppl_mean"])
         rows.append(f"| Multi30k English as a PTB stand-in, test perplexity (lower is better), "
-                    f"AWD-LSTM, {label} lr {plain.split('-lr')[1]}, {lm[plain]['seeds']} seeds "
+                    f"AWD-LSTM, {label} at its best rate, {lm[plain]['seeds']} seeds "
                     f"| {_mean_std(lm, plain, *ppl)} | "
                     f"{_mean_std(lm, 'lookahead-' + plain, *ppl)} |")
     largest = max(perf["args"]["sizes"])
