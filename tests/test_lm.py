@@ -332,6 +332,9 @@ def test_polyak_averaging_leaves_training_alone_and_resumes_exactly(tmp_path):
     _train(tmp_path / "cut", *polyak, "--epochs", "2")
     assert sorted(p.name for p in (tmp_path / "cut").iterdir()) == [
         "best.weights.h5", "epoch2.polyak.npz", "epoch2.weights.h5", "record.json"]
+    # the default start follows --epochs: a resume that would move it is refused, by name
+    with pytest.raises(SystemExit, match=r"--polyak-start 1 \(now 2\)"):
+        _train(tmp_path / "cut", "--optimizer", "polyak-sgd", "--epochs", "4", "--resume")
     _assert_same_run(_train(tmp_path / "cut", *polyak, "--epochs", "3", "--resume"), full)
 
 

@@ -204,6 +204,8 @@ def write_report(args):
     first = next(iter(records.values()))
     a = first["args"]
     size = {n: a[n] or awd.PROFILES[args.profile][n] for n in ("layers", "hidden", "embedding")}
+    polyak_from = next((r["args"]["polyak_start"] + 1 for r in records.values()
+                        if r["args"]["optimizer"] == "polyak-sgd"), a["polyak_start"] + 1)
     source = {"ptb": "Penn Treebank", "multi30k-en": "Multi30k English (a stand-in for PTB)",
               "synthetic": "a synthetic corpus"}.get(first["source"], first["source"])
     lines = h.header("Word-level language modelling: Lookahead against SGD, Adam and Polyak "
@@ -225,7 +227,7 @@ def write_report(args):
         f"{a['weight_decay']}, the rate halved after {a['patience']} "
         f"epoch{'s' if a['patience'] > 1 else ''} without a better "
         "validation perplexity. Lookahead k=5, α=0.5 unless a row says otherwise; Polyak: the "
-        f"uniform average of the weights after every step from epoch {a['polyak_start'] + 1} "
+        f"uniform average of the weights after every step from epoch {polyak_from} "
         "on. Every perplexity is evaluated on the weights the method reports (the slow "
         "weights, the average), at the epoch of best validation perplexity; it is exp of the "
         "mean cross-entropy per token over the whole split, `<eos>` included.", ""]

@@ -277,7 +277,9 @@ def run(args):
         with open(record_path) as f:
             record = json.load(f)
         changed = [f"--{k.replace('_', '-')} {record['args'].get(k)!r} (now {getattr(args, k)!r})"
-                   for k in _SAME_FOR_RESUME if record["args"].get(k) != getattr(args, k)]
+                   for k in _SAME_FOR_RESUME if record["args"].get(k) != getattr(args, k)
+                   # only polyak-sgd uses its start (whose default follows --epochs)
+                   and (k != "polyak_start" or args.optimizer == "polyak-sgd")]
         if changed:
             raise SystemExit(f"--resume: the run in {args.run_dir!r} was started with "
                              f"{', '.join(changed)}; resume it with the same arguments")
