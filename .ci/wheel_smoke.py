@@ -1,6 +1,7 @@
-"""Run by .ci/run in a fresh environment holding only the built wheel and the backends: the
-installed package (not the source tree) trains a few steps of Lookahead(Adam()) on each
-backend, and the sync after k updates leaves the model on the slow weights."""
+"""Run by .ci/run in a fresh environment holding only the built wheel (the backends are read
+from the test environment): the installed package (not the source tree) trains a few steps of
+Lookahead(Adam()) on each backend, and the sync after k updates leaves the model on the slow
+weights."""
 
 import os
 import subprocess
@@ -12,7 +13,9 @@ import keras
 import keras_lookahead
 from keras_lookahead import Lookahead
 
-assert "site-packages" in keras_lookahead.__file__, keras_lookahead.__file__
+import sys
+# the wheel's copy, in this environment's own site-packages (the backends may come from another)
+assert keras_lookahead.__file__.startswith(sys.prefix), (keras_lookahead.__file__, sys.prefix)
 rng = np.random.default_rng(0)
 x = rng.normal(size=(64, 4)).astype("float32")
 y = x @ np.array([[1.0], [-2.0], [0.5], [3.0]], dtype="float32")
@@ -42,8 +45,9 @@ def main():
 
 
 def _installed(module):
-    return subprocess.run([sys.executable, "-c", f"import {module}"],
-                          capture_output=True).returncode == 0
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
 
 
 if __name__ == "__main__":

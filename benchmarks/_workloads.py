@@ -187,13 +187,14 @@ def optax_rows(shapes, args, ks=(5, 10)):
     return rows
 
 
-def resnet_cnn(seed=0):
+def resnet_cnn(seed=0, image_size=32, width=32):
+    """Three residual blocks over `image_size`² RGB images, `width` then 2 × `width` filters."""
     import keras
 
     keras.utils.set_random_seed(seed)
-    inputs = keras.Input((32, 32, 3))
-    x = keras.layers.Conv2D(32, 3, padding="same", activation="relu")(inputs)
-    for filters, stride in ((32, 1), (64, 2), (64, 1)):
+    inputs = keras.Input((image_size, image_size, 3))
+    x = keras.layers.Conv2D(width, 3, padding="same", activation="relu")(inputs)
+    for filters, stride in ((width, 1), (2 * width, 2), (2 * width, 1)):
         shortcut = x
         y = keras.layers.Conv2D(filters, 3, strides=stride, padding="same", activation="relu")(x)
         y = keras.layers.Conv2D(filters, 3, padding="same")(y)

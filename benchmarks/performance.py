@@ -20,6 +20,8 @@ visible (the "device" column); here only the CPU is.
 
     python -m benchmarks.performance                  # everything, under 20 minutes on 2 cores
     python -m benchmarks.performance --quick          # a smoke run of every part (~3 minutes)
+    python -m benchmarks.performance --tiny           # every part at the smallest sizes (the
+                                                      # tests' profile: it proves the suite runs)
     python -m benchmarks.performance --backends jax   # one backend
     python -m benchmarks.performance --sizes 4000000,16000000 --ks 5 --inners Adam \
         --optimizer-only --out /tmp/perf              # the headline cells alone
@@ -54,6 +56,7 @@ TARGET_OPTIMIZER = wl.TARGET_OPTIMIZER  # Lookahead(Adam)/Adam at k=5, compiled 
 TARGET_FIT = wl.TARGET_FIT
 COMPILED = {("tensorflow", "XLA"), ("tensorflow", "graph"), ("jax", "jit")}
 MEMORY_PARAMS = 16_000_000
+TINY_PARAMS = 20_000  # --tiny's one size, for the optimizer step and the memory probes
 NEVER = 10**9  # a sync period no measurement reaches
 INNER_STATES = ("maintain", "reset", "interpolate")
 MODES = {"tensorflow": ("XLA", "graph"), "jax": ("jit",), "torch": ("eager",)}
@@ -197,12 +200,15 @@ def fit_rows(backend, args):
     from keras_lookahead import Lookahead
 
     rng = np.random.default_rng(0)
-    batch, steps = 64, args.fit_steps
+    batch, steps = args.fit_batch, args.fit_steps
+    # --tiny: the same two architectures at the smallest widths (its ratios mean nothing)
+    image, cnn, vocab, length, width = (8, 4, 50, 8, 8) if args.tiny else (32, 32, 2000, 64, 128)
     data = {
-        "ResNet-style CNN": (wl.resnet_cnn,
-                             rng.normal(size=(steps * batch, 32, 32, 3)).astype("float32")),
-        "Transformer encoder": (transformer_encoder,
-                                rng.integers(0, 2000, size=(steps * batch, 64)).astype("int32")),
+        "ResNet-style CNN": (lambda: wl.resnet_cnn(image_size=image, width=cnn),
+                             rng.normal(size=(steps * batch, image, image, 3)).astype("float32")),
+        "Transformer encoder": (lambda: transformer_encoder(vocab=vocab, length=length,
+                                                            width=width, blocks=1 + (not args.tiny)),
+                                rng.integers(0, vocab, size=(steps * batch, length)).astype("int32")),
     }
     y = rng.integers(0, 2, size=(steps * batch,))
     jit = backend != "torch"  # on torch jit_compile means torch.compile; the eager step is meant
@@ -217,7 +223,7 @@ def fit_rows(backend, args):
 
         base, model = fitter(keras.optimizers.Adam(1e-3))
         la, _ = fitter(Lookahead(keras.optimizers.Adam(1e-3), sync_period=5))
-        r = h.compare(base, la, calls=2, rounds=args.fit_rounds, warmup=2)
+        r = h.compare(base, la, calls=2, rounds=args.fit_rounds, warmup=1 if args.tiny else 2)
         r.update(backend=backend, model=name, jit_compile=jit, steps_per_call=steps, batch=batch,
                  params=int(sum(np.prod(v.shape) for v in model.trainable_variables)))
         rows.append(r)
@@ -295,9 +301,11 @@ def peak_memory_worker(backend, config, params):
     return _peak_rss_bytes()
 
 
-def peak_memory_rows(backend, args):
+def peak_memory_rows(backend, args, configs=("inner alone",) + INNER_STATES):
+    """One fresh process per configuration (the first is the baseline the others are read
+    against), each reporting its own peak resident memory."""
     rows = []
-    for config in ("inner alone",) + INNER_STATES:
+    for config in configs:
         cmd = h.module_command(__spec__.name, "--peak-memory", config,
                                "--memory-params", args.memory_params)
         env = {**os.environ, "KERAS_BACKEND": backend}
@@ -522,7 +530,7 @@ def write_markdown(path, payload):
               "freed blocks, so its row can even fall below zero. The count from "
               "`optimizer.variables` above is the exact one."]
     lines += ["", "## Whole training step", "",
-              f"`model.fit`, batch 64, Adam vs Lookahead(Adam, k=5); target ≤ {TARGET_FIT}. "
+              f"`model.fit`, batch {args.get('fit_batch', 64)}, Adam vs Lookahead(Adam, k=5); target ≤ {TARGET_FIT}. "
               "jit_compile on TensorFlow and JAX; PyTorch eager.", "",
               "| device | backend | model | parameters | ratio (min–max) | target |",
               "|---|---|---|---|---|---|"]
@@ -547,6 +555,9 @@ def parse_args(argv):
     p.add_argument("--backends", default=",".join(BACKENDS),
                    help="comma-separated; those not installed are skipped")
     p.add_argument("--quick", action="store_true", help="smoke run of every part, ~3 minutes")
+    p.add_argument("--tiny", action="store_true",
+                   help="every part at the smallest sizes and counts, for the tests: it proves "
+                        "that the suite runs and reports; its numbers mean nothing")
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--headline-rounds", type=int, default=21,
                    help="rounds for Lookahead(Adam) at k=5 on compiled paths, the target's "
@@ -575,11 +586,18 @@ def parse_args(argv):
     args = p.parse_args(argv)
     given = {name: getattr(args, name) for name in ("sizes", "ks", "inners")}
     args.sizes, args.ks, args.inners = SIZES, KS, INNERS
+    if args.quick and args.tiny:
+        p.error("--quick and --tiny: choose one")
+    args.fit_batch = 64
     if args.quick:
         args.sizes, args.ks, args.inners = (1_000_000,), (1, 5), ("Adam",)
         args.rounds, args.calls, args.fit_steps, args.fit_rounds = 2, 4, 2, 1
         args.headline_rounds = 2
         args.memory_params = 2_000_000
+    if args.tiny:
+        args.sizes, args.ks, args.inners = (TINY_PARAMS,), (1, 5), ("Adam",)
+        args.rounds = args.headline_rounds = args.fit_steps = args.fit_rounds = 1
+        args.calls, args.fit_batch, args.memory_params = 2, 4, TINY_PARAMS
     for name, parse in (("sizes", int), ("ks", int), ("inners", str)):
         if given[name] is None:
             continue
@@ -623,8 +641,8 @@ def main(argv=None):
                "args": {k: getattr(args, k) for k in ("sizes", "ks", "inners", "rounds",
                                                       "headline_rounds", "calls",
                                                       "fit_steps", "fit_rounds",
-                                                      "memory_params", "quick",
-                                                      "optimizer_only")}}
+                                                      "memory_params", "quick", "tiny",
+                                                      "fit_batch", "optimizer_only")}}
     for device in devices:
         for backend in backends:
             if importlib.util.find_spec(backend) is None:

@@ -42,6 +42,13 @@ def add_arguments(parser):
                              "machine (to try it out)")
 
 
+def add_custom_loop_argument(parser):
+    parser.add_argument("--custom-loop", action="store_true",
+                        help="train with strategy.run in the custom loop of examples/_loop.py, "
+                             "under any TensorFlow strategy (always so under --strategy "
+                             "multiworker, where Keras's fit cannot run: keras #20585)")
+
+
 def _check_local_workers(args):
     if args.local_workers < 0:
         raise SystemExit(f"--local-workers {args.local_workers}: must be 0 or more")
@@ -99,15 +106,18 @@ class Distribution:
 
     `scope()` is where the model and optimizer are built; `replicas` is the number of model
     replicas a global batch is split over; `tf_strategy` is the tf.distribute strategy (None on
-    JAX); `is_chief` says whether this process writes results.
+    JAX); `is_chief` says whether this process writes results; `custom_loop` whether to train
+    with examples/_loop.py instead of `fit` (--custom-loop, and always under multiworker).
     """
 
-    def __init__(self, name, tf_strategy=None, jax_distribution=None, replicas=1, is_chief=True):
+    def __init__(self, name, tf_strategy=None, jax_distribution=None, replicas=1, is_chief=True,
+                 custom_loop=False):
         self.name = name
         self.tf_strategy = tf_strategy
         self.jax_distribution = jax_distribution
         self.replicas = replicas
         self.is_chief = is_chief
+        self.custom_loop = custom_loop or name == "multiworker"
 
     def scope(self):
         if self.tf_strategy is not None:
@@ -127,6 +137,7 @@ def make(args, layout_map=None, global_batch=None):
     """
     _check_local_workers(args)
     dist = _make(args, layout_map)
+    dist.custom_loop = dist.custom_loop or getattr(args, "custom_loop", False)
     if global_batch is not None and global_batch % dist.replicas:
         raise SystemExit(f"--batch-size {global_batch}: must be divisible by the "
                          f"{dist.replicas} replicas of --strategy {args.strategy}")
@@ -145,6 +156,9 @@ def _make(args, layout_map):
         raise SystemExit(f"--strategy {name} is a tf.distribute strategy: run with "
                          f"KERAS_BACKEND=tensorflow (the backend now is {backend!r}), or use "
                          f"--strategy data-parallel / model-parallel on JAX")
+    if getattr(args, "custom_loop", False) and backend != "tensorflow":
+        raise SystemExit(f"--custom-loop: the loop is TensorFlow's (tf.distribute): run with "
+                         f"KERAS_BACKEND=tensorflow (the backend now is {backend!r})")
     if args.cpu_replicas and name != "mirrored":
         raise SystemExit(f"--cpu-replicas {args.cpu_replicas}: only with --strategy mirrored")
     if args.cpu_replicas < 0:

@@ -50,8 +50,7 @@ def parse_args(argv=None):
     p.add_argument("--slow-step-size", type=float, default=0.5, help="Lookahead's alpha")
     p.add_argument("--steps-per-execution", type=int, default=1,
                    help="train steps per host call (TPU: 32 or more)")
-    p.add_argument("--custom-loop", action="store_true",
-                   help="train with strategy.run in a custom loop (TensorFlow strategies)")
+    _distribute.add_custom_loop_argument(p)
     p.add_argument("--checkpoint-dir", default=None,
                    help="custom loop: checkpoint here every epoch, resume from here")
     p.add_argument("--backup-dir", default=None,
@@ -154,7 +153,7 @@ def run(args):
     train, test, classes = datasets(args.batch_size, args.seed)
     with dist.scope():
         model, opt = build_model(args, classes)
-    if args.custom_loop or dist.name == "multiworker":
+    if dist.custom_loop:
         accuracy = train_with_custom_loop(args, dist, model, opt, train, test)
     else:
         accuracy = train_with_fit(args, dist, model, opt, train, test)

@@ -103,7 +103,9 @@ def test_no_movement_takes_the_full_step():
     np.testing.assert_array_equal(ops.convert_to_numpy(x), np.ones(3, np.float32))
 
 
-@pytest.mark.parametrize("jit", [False, True] if BACKEND != "torch" else [False])
+# without jit, JAX runs fit op by op (17 s here): slow, so that it starts first
+@pytest.mark.parametrize("jit", [pytest.param(False, marks=pytest.mark.slow)]
+                         + ([True] if BACKEND != "torch" else []))
 def test_fit_with_adaptive_alpha(jit):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(128, 6)).astype("float32")

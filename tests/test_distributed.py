@@ -1,7 +1,8 @@
 """Lookahead under tf.distribute.MirroredStrategy on logical CPU devices, with and without XLA.
 
-Each scenario runs in its own process (tests/workers/strategy.py): MirroredStrategy instances in
-one process collide on collective instance keys.
+Logical devices are fixed when a process starts, so each device count runs in a process of its
+own (tests/workers/strategy.py), every scenario of that count in it, one after the other; each
+test checks all of one process's runs.
 """
 
 import json
@@ -14,74 +15,69 @@ import pytest
 from tests.execution_modes import tf_only
 
 
+pytestmark = [tf_only, pytest.mark.slow]
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EQUAL = ["fit_numpy", "fit_dataset", "loop", "loop_xla_grads"]
+MULTI = hasattr(keras.optimizers, "MultiOptimizer")  # appeared in Keras 3.15
+# member: Lookahead on the first layer only (its kernel and bias have slow weights); around:
+# Lookahead around a MultiOptimizer (every variable has one)
+MULTI_RUNS = {"fit_numpy:member": 2, "loop:around": 4}
+# Fail for the inner optimizer alone too (see the test); last, after the runs that must pass.
+FAILING = ["fit_xla", "loop_xla_step", "fit_spe"]
 
 
-def _run(devices, scenario, strategy="mirrored", plain=False, multi=""):
-    env = dict(os.environ, KERAS_BACKEND="tensorflow", PLAIN="1" if plain else "0", MULTI=multi)
-    argv = [sys.executable, "-m", "tests.workers.strategy", str(devices), scenario, strategy]
-    out = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
-    assert out.returncode == 0 and lines, out.stderr[-3000:]
-    return json.loads(lines[-1])
+def _runs(devices, *specs):
+    argv = [sys.executable, "-m", "tests.workers.strategy", str(devices), *specs]
+    out = subprocess.run(argv, cwd=ROOT, env=dict(os.environ, KERAS_BACKEND="tensorflow"),
+                         capture_output=True, text=True, timeout=400)
+    results = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    assert out.returncode == 0 and [r["run"] for r in results] == list(specs), \
+        out.stderr[-3000:]
+    return {r.pop("run"): r for r in results}
 
 
-@tf_only
-@pytest.mark.parametrize("devices", [2, 4])
-@pytest.mark.parametrize("scenario", ["fit_numpy", "fit_dataset", "loop", "loop_xla_grads"])
-def test_mirrored_equals_one_device_with_the_same_global_batch(devices, scenario):
+def _assert_equals_one_device(result, replicas, run):
+    assert "error" not in result, (run, result)
+    assert result["replicas"] == replicas, run
+    assert result["iterations"] == 12, run  # 3 epochs × 4 steps; syncs after 3, 6, 9, 12
+    assert result["max_rel_diff"] < 1e-5, (run, result)
+    assert result["replicas_equal"], run  # every replica holds the same slow weights
+
+
+def test_two_mirrored_replicas_equal_one_device_and_fail_only_where_the_inner_does():
+    multi = list(MULTI_RUNS) if MULTI else []
+    failing = [f"{s}{plain}" for s in FAILING for plain in (":plain", "")]
+    results = _runs(2, *EQUAL, *multi, *failing)
     # loop_xla_grads: the gradients jit-compiled per replica, the optimizer applied outside XLA
-    _assert_equals_one_device(_run(devices, scenario), devices)
-
-
-@tf_only
-@pytest.mark.skipif(not hasattr(keras.optimizers, "MultiOptimizer"),
-                    reason="keras.optimizers.MultiOptimizer appeared in Keras 3.15")
-@pytest.mark.parametrize("multi, scenario, slow_weights", [("member", "fit_numpy", 2),
-                                                           ("around", "loop", 4)])
-def test_mirrored_with_a_multi_optimizer_equals_one_device(multi, scenario, slow_weights):
-    # member: Lookahead on the first layer only (its kernel and bias have slow weights);
-    # around: Lookahead around a MultiOptimizer (every variable has one)
-    result = _run(2, scenario, multi=multi)
-    _assert_equals_one_device(result, 2)
-    assert result["slow_weights"] == slow_weights
-
-
-def _assert_equals_one_device(result, replicas):
-    assert "error" not in result, result
-    assert result["replicas"] == replicas
-    assert result["iterations"] == 12  # 3 epochs × 4 steps; syncs after 3, 6, 9, 12
-    assert result["max_rel_diff"] < 1e-5
-    assert result["replicas_equal"]  # every replica holds the same slow weights
-
-
-@tf_only
-@pytest.mark.parametrize("strategy", ["onedevice", "mirrored"])
-@pytest.mark.parametrize("scenario", ["fit_xla", "loop_xla_step"])
-def test_xla_step_with_the_optimizer_under_a_one_device_strategy(strategy, scenario):
-    # fit(jit_compile=True), or strategy.run of a jit-compiled step that applies Lookahead:
-    # compiles and equals the run without a strategy
-    _assert_equals_one_device(_run(1, scenario, strategy), 1)
-
-
-@tf_only
-@pytest.mark.parametrize("scenario", ["fit_xla", "loop_xla_step"])
-def test_xla_step_with_the_optimizer_over_two_devices_fails_for_the_inner_alone_too(scenario):
+    for run in EQUAL + multi:
+        _assert_equals_one_device(results[run], 2, run)
+    for run in multi:
+        assert results[run]["slow_weights"] == MULTI_RUNS[run], run
     # TF 2.21 / Keras 3.15 on logical CPUs: an XLA cluster that updates mirrored variables reads
     # a replica's variable from another device, for plain SGD as well (XLA known issue
-    # "tf.Variable on a different device"). Not Lookahead's: if TF fixes it, this test says so.
-    plain = _run(2, scenario, plain=True)
-    wrapped = _run(2, scenario)
-    assert "error" in plain, "TF now supports it for SGD: test Lookahead there too"
-    assert "Trying to access resource" in plain["message"]
-    assert (wrapped.get("error"), wrapped.get("message")) == (plain["error"], plain["message"])
+    # "tf.Variable on a different device"); fit(steps_per_execution=2) under MirroredStrategy
+    # fails for plain SGD as well. Not Lookahead's: if TF or Keras fix them, this test says so.
+    for scenario in FAILING:
+        plain, wrapped = results[f"{scenario}:plain"], results[scenario]
+        assert "error" in plain, f"{scenario} now works for SGD: test Lookahead there too"
+        if scenario != "fit_spe":
+            assert "Trying to access resource" in plain["message"], plain
+        assert (wrapped.get("error"), wrapped.get("message")) == (plain["error"],
+                                                                  plain["message"]), scenario
 
 
-@tf_only
-def test_steps_per_execution_under_mirrored_fails_for_the_inner_optimizer_alone_too():
-    # TF 2.21 / Keras 3.15: fit(steps_per_execution=2) under MirroredStrategy fails with plain SGD
-    # as well, so the limitation is not Lookahead's. If Keras fixes it, this test says so.
-    plain = _run(2, "fit_spe", plain=True)
-    wrapped = _run(2, "fit_spe")
-    assert "error" in plain, "Keras now supports it for SGD: test Lookahead there too"
-    assert (wrapped.get("error"), wrapped.get("message")) == (plain["error"], plain["message"])
+def test_four_mirrored_replicas_equal_one_device():
+    results = _runs(4, *EQUAL)
+    for run in EQUAL:
+        _assert_equals_one_device(results[run], 4, run)
+
+
+def test_xla_step_with_the_optimizer_under_a_one_device_strategy():
+    # fit(jit_compile=True), or strategy.run of a jit-compiled step that applies Lookahead:
+    # compiles and equals the run without a strategy
+    runs = [f"{s}:{strategy}" for s in ("fit_xla", "loop_xla_step")
+            for strategy in ("onedevice", "mirrored")]
+    results = _runs(1, *runs)
+    for run in runs:
+        _assert_equals_one_device(results[run], 1, run)

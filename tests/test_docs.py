@@ -4,9 +4,13 @@ public name in the API reference. (`mkdocs build --strict` itself runs in .ci/ru
 import os
 import re
 
+import pytest
+
 import keras_lookahead
 
 from benchmarks import readme_results
+
+pytestmark = pytest.mark.backend_independent
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -1,5 +1,6 @@
-"""The examples run as documented (each in its own process, as a user runs them) and refuse bad
-arguments with a message that names them."""
+"""The examples run as documented and refuse bad arguments with a message that names them. Those
+that need a process of their own (logical devices, a cluster, a kill) run as a user runs them,
+as scripts; the others run their `main(argv)` in the test's process."""
 
 import os
 import re
@@ -23,15 +24,25 @@ def _run(script, *args, env=None):
     return out.stdout
 
 
+def _main(module, capsys, *args):
+    """An example's main(argv) in this process; what it printed."""
+    import importlib
+
+    capsys.readouterr()
+    importlib.import_module(module).main(list(args))
+    return capsys.readouterr().out
+
+
 def _accuracy(stdout):
     (value,) = re.findall(r"test accuracy of the slow weights ([0-9.]+)", stdout)
     return float(value)
 
 
-def test_quickstart_smallest_run_prints_the_table_and_writes_the_plot(tmp_path):
+@pytest.mark.slow
+def test_quickstart_smallest_run_prints_the_table_and_writes_the_plot(tmp_path, capsys):
     plot = tmp_path / "loss.png"
-    out = _run("quickstart.py", "--seeds", "1", "--epochs", "2", "--lrs", "0.001", "0.1",
-               "--plot", str(plot))
+    out = _main("quickstart", capsys, "--seeds", "1", "--epochs", "2", "--lrs", "0.001", "0.1",
+                "--plot", str(plot))
     rows = re.findall(r"^(Adam|Lookahead\(Adam\) k=5 α=0\.5) +(0\.001|0\.1) +([0-9.]+) ", out, re.M)
     assert sorted((name, lr) for name, lr, _ in rows) == [
         ("Adam", "0.001"), ("Adam", "0.1"),
@@ -54,6 +65,7 @@ def _image_tree(folder, per_class):
             keras.utils.save_img(str(folder / name / f"{i:03d}.png"), image, scale=False)
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize("layout", ["classes", "train and test", "archive of a wrapper"])
 def test_quickstart_reads_image_folders(tmp_path, layout):
     import tarfile
@@ -80,6 +92,7 @@ def test_quickstart_reads_image_folders(tmp_path, layout):
         np.testing.assert_allclose(images[:, 0, 0, :], want, atol=1e-6)
 
 
+@pytest.mark.backend_independent
 def test_quickstart_refuses_a_folder_without_images(tmp_path):
     import quickstart
 
@@ -92,6 +105,7 @@ def test_quickstart_refuses_a_folder_without_images(tmp_path):
     (["--lrs", "0"], "--lrs 0.0: each learning rate must be a finite number > 0"),
     (["--seeds", "0"], "--seeds 0: must be 1 or more"),
 ])
+@pytest.mark.backend_independent
 def test_quickstart_refuses_bad_arguments(args, message, capsys):
     import quickstart
 
@@ -100,24 +114,25 @@ def test_quickstart_refuses_bad_arguments(args, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_custom_loop_example_trains_on_this_backend():
-    out = _run("custom_loop.py", "--epochs", "1")
+def test_custom_loop_example_trains_on_this_backend(capsys):
+    out = _main("custom_loop", capsys, "--epochs", "1")
     # 1437 training images in batches of 32: 44 updates, the last of them a sync (44 = 5·8 + 4,
     # so the slow weights were last moved at update 40); well above chance (0.1) after one epoch
     assert "epoch 1: 44 updates" in out
     assert _accuracy(out) > 0.5
 
 
-def test_mixed_precision_example_keeps_float32_slow_weights_inside_the_loss_scaler():
-    out = _run("mixed_precision.py", "--epochs", "1")
+def test_mixed_precision_example_keeps_float32_slow_weights_inside_the_loss_scaler(capsys):
+    out = _main("mixed_precision", capsys, "--epochs", "1")
     assert ("policy mixed_float16: compute float16, variables float32, slow weights float32; "
             "optimizer LossScaleOptimizer around Lookahead(Adam)") in out
     assert _accuracy(out) > 0.3
 
 
 @tf_only  # keras-hub's model on every backend was checked by hand; here it costs ~1 minute each
-def test_keras_hub_fine_tuning_example_runs_with_biases_and_layernorm_out_of_weight_decay():
-    out = _run("finetune_keras_hub.py", "--epochs", "1", "--examples", "256")
+@pytest.mark.slow
+def test_keras_hub_fine_tuning_example_runs_with_biases_and_layernorm_out_of_weight_decay(capsys):
+    out = _main("finetune_keras_hub", capsys, "--epochs", "1", "--examples", "256")
     # a smoke run: it trains and evaluates on the slow weights; the weight matrices are decayed
     # and the biases and LayerNorm variables are not (their number is keras-hub's to choose)
     (total, excluded) = re.findall(r"in (\d+) variables; (\d+) left out", out)[0]
@@ -126,6 +141,7 @@ def test_keras_hub_fine_tuning_example_runs_with_biases_and_layernorm_out_of_wei
 
 
 @tf_only
+@pytest.mark.slow
 def test_mirrored_fit_on_two_cpu_replicas_learns():
     out = _run("distributed.py", "--strategy", "mirrored", "--cpu-replicas", "2", "--epochs", "2")
     assert "2 replica(s)" in out
@@ -134,6 +150,7 @@ def test_mirrored_fit_on_two_cpu_replicas_learns():
 
 @tf_only
 @pytest.mark.multiworker
+@pytest.mark.slow
 def test_local_two_worker_cluster_equals_two_mirrored_replicas():
     # Both split every global batch of 64 over two replicas and train with the same custom loop,
     # so the slow weights, and the accuracy, come out the same.
@@ -146,6 +163,7 @@ def test_local_two_worker_cluster_equals_two_mirrored_replicas():
 
 
 @pytest.mark.skipif(BACKEND != "jax", reason="keras.distribution runs on JAX")
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["data-parallel", "model-parallel"])
 def test_jax_distributions_learn(strategy):
     out = _run("distributed.py", "--strategy", strategy, "--epochs", "2",
@@ -159,6 +177,7 @@ def test_jax_distributions_learn(strategy):
     (["--epochs", "0"], "--epochs 0: must be 1 or more"),
     (["--strategy", "data-parallel", "--custom-loop"], "--custom-loop: for TensorFlow"),
 ])
+@pytest.mark.backend_independent
 def test_distributed_example_refuses_bad_arguments(args, message, capsys):
     import distributed
     import _distribute
@@ -217,6 +236,7 @@ def test_custom_loop_resumes_from_its_checkpoint_exactly(tmp_path):
 
 
 @tf_only
+@pytest.mark.slow
 def test_custom_loop_killed_at_random_points_resumes_exactly(tmp_path):
     # examples/_loop.py saves a checkpoint after every epoch. SIGKILL at 5 seeded random points
     # (after a random number of epochs, then a random delay that often lands in the next save),
@@ -233,9 +253,9 @@ def test_custom_loop_killed_at_random_points_resumes_exactly(tmp_path):
         return [sys.executable, "-m", "tests.workers.killed_loop", str(tmp_path / "ckpt"),
                 str(epochs), str(seed), str(tmp_path / out)]
 
-    straight = [sys.executable, "-m", "tests.workers.killed_loop", "", str(epochs), "1",
-                str(tmp_path / "straight.npz")]
-    subprocess.run(straight, cwd=ROOT, check=True, timeout=300, capture_output=True)
+    from tests.workers import killed_loop
+
+    killed_loop.main("", epochs, 1, str(tmp_path / "straight.npz"))  # uninterrupted, here
     reached = 0
     for kill in range(5):
         # the first run starts as the uninterrupted one (seed 1) and is killed after its first

@@ -9,7 +9,8 @@ import pytest
 from tests.execution_modes import BACKEND
 
 
-pytestmark = pytest.mark.skipif(BACKEND != "jax", reason="keras.distribution runs on JAX")
+pytestmark = [pytest.mark.skipif(BACKEND != "jax", reason="keras.distribution runs on JAX"),
+              pytest.mark.slow]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -34,6 +34,7 @@ def _expected_ptb_vocab():
     return ["<eos>", "the", "sat", "<unk>", "N", "ate", "cat", "dog", "fish", "mat", "on"]
 
 
+@pytest.mark.backend_independent
 def test_ptb_files_give_the_vocabulary_and_streams_by_hand(tmp_path):
     _write_ptb(tmp_path / "simple-examples" / "data")  # found at any depth
     d = data.load(str(tmp_path))
@@ -50,6 +51,7 @@ def test_ptb_files_give_the_vocabulary_and_streams_by_hand(tmp_path):
     assert d["train"].dtype == np.int32
 
 
+@pytest.mark.backend_independent
 def test_a_tar_gz_of_the_ptb_folder_reads_the_same(tmp_path):
     _write_ptb(tmp_path / "src" / "simple-examples" / "data")
     archive = tmp_path / "simple-examples.tgz"
@@ -61,6 +63,7 @@ def test_a_tar_gz_of_the_ptb_folder_reads_the_same(tmp_path):
         np.testing.assert_array_equal(from_tar[split], from_folder[split])
 
 
+@pytest.mark.backend_independent
 def test_multi30k_english_is_tokenized_lowercased_and_capped(tmp_path):
     assert data.tokenize("Two young, White males' T-shirts.") == [
         "two", "young", ",", "white", "males", "'", "t-shirts", "."]
@@ -81,12 +84,14 @@ def test_multi30k_english_is_tokenized_lowercased_and_capped(tmp_path):
     np.testing.assert_array_equal(d["test"], [ids["a"], unk, unk, ids["."], ids["<eos>"]])
 
 
+@pytest.mark.backend_independent
 def test_the_whole_vocabulary_is_kept_when_it_fits():
     assert data.build_vocab([["b", "a"], ["a"]], size=10) == ["<eos>", "a", "b"]
     with pytest.raises(ValueError, match="at least 3"):
         data.build_vocab([["a"]], size=2)
 
 
+@pytest.mark.backend_independent
 def test_missing_files_and_folders_are_named(tmp_path):
     with pytest.raises(SystemExit, match="neither a folder"):
         data.load(str(tmp_path / "nowhere"))
@@ -99,6 +104,7 @@ def test_missing_files_and_folders_are_named(tmp_path):
         data.load(str(empty))
 
 
+@pytest.mark.backend_independent
 def test_batchify_makes_parallel_streams_that_continue_across_batches():
     np.testing.assert_array_equal(data.batchify(np.arange(10), 3),
                                   [[0, 1, 2], [3, 4, 5], [6, 7, 8]])
@@ -108,6 +114,7 @@ def test_batchify_makes_parallel_streams_that_continue_across_batches():
         data.batchify(np.arange(5), 3)
 
 
+@pytest.mark.backend_independent
 def test_windows_tile_the_streams_and_follow_awd_lstm_lengths():
     assert list(data.windows(10, 4)) == [(0, 4), (4, 4), (8, 1)]  # the targets end at 9
     rng = np.random.default_rng(0)
@@ -122,6 +129,7 @@ def test_windows_tile_the_streams_and_follow_awd_lstm_lengths():
     assert 0 < short < len(lengths) // 4
 
 
+@pytest.mark.backend_independent
 def test_perplexity_is_over_tokens_not_a_mean_over_batches():
     # batch 1: two tokens at probability 1/2; batch 2: one token at 1/8. Over the split:
     # exp((2 ln 2 + ln 8) / 3) = 2^(5/3); the mean of the batches' perplexities would be 5.
@@ -200,6 +208,7 @@ def test_embedding_dropout_drops_whole_words_and_ties_the_softmax():
                                rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.backend_independent  # sizes are shapes; the steps' code is the tiny runs' (below)
 def test_the_paper_profile_has_awd_lstms_parameter_count_and_takes_two_steps():
     # AWD-LSTM on PTB: embedding 10,000 × 400 tied to the softmax, LSTMs 400 → 1150 → 1150 → 400,
     # one bias per gate, and the softmax bias: 4,000,000 + 7,134,600 + 10,584,600 + 2,481,600 +
@@ -244,9 +253,12 @@ def test_bad_model_arguments_are_named():
 
 # -- one run (benchmarks/lm/train.py) -------------------------------------------------------------
 
-# Fixed windows (two shapes: JAX compiles a step per window length) except where the random
-# lengths are the point.
-TINY = ["--profile", "cpu", "--synthetic", "3000", "--optimizer", "lookahead-sgd", "--lr", "2",
+# Fixed windows (JAX compiles a step per window length) except where the random lengths are the
+# point. 1,256 tokens: 251 per training stream, 31 per validation and test stream, so that fixed
+# windows of 10 are all of one length (25 training windows an epoch) and JAX compiles each step
+# once; every run here still learns from it.
+TOKENS = 1256
+TINY = ["--profile", "cpu", "--synthetic", str(TOKENS), "--optimizer", "lookahead-sgd", "--lr", "2",
         "--layers", "1", "--hidden", "16", "--embedding", "16", "--batch-size", "4",
         "--bptt", "10", "--variable-bptt", "0", "--k", "3", "--verbose", "0"]
 RANDOM_WINDOWS = ["--variable-bptt", "1"]
@@ -259,6 +271,7 @@ def _train(run_dir, *extra):
     return train.main([*TINY, "--run-dir", str(run_dir), *extra])
 
 
+@pytest.mark.slow
 def test_a_tiny_run_learns_and_resumes_exactly(tmp_path):
     full = _train(tmp_path / "full", "--epochs", "3")
     ppl = [e["valid_ppl"] for e in full["epochs"]]
@@ -269,9 +282,10 @@ def test_a_tiny_run_learns_and_resumes_exactly(tmp_path):
     _assert_same_run(resumed, full)
 
 
-@pytest.mark.skipif(keras.backend.backend() == "jax",
-                    reason="JAX compiles a training step per window length (~4 minutes here); "
-                           "the windows are numpy's and the resume is exact on JAX too (above)")
+# The windows are numpy's, and a resume is exact on every backend (above): once. (On JAX, which
+# compiles a training step per window length, it took ~4 minutes.)
+@pytest.mark.backend_independent
+@pytest.mark.slow
 def test_random_windows_are_the_same_in_a_resumed_run(tmp_path):
     full = _train(tmp_path / "full", "--epochs", "2", *RANDOM_WINDOWS)
     assert len({e["windows"] for e in full["epochs"]}) == 2  # each epoch cuts its own
@@ -296,7 +310,7 @@ def test_the_kept_weights_give_the_best_epochs_validation_back(tmp_path):
 
     model = train.restored(args, Distribution("default"), full["vocab_size"],
                            str(tmp_path / "full" / "best.weights.h5"))
-    streams = data.batchify(train.synthetic_corpus(3000)["valid"], 4)
+    streams = data.batchify(train.synthetic_corpus(TOKENS)["valid"], 4)
     with train.reported_weights(model, args, None):
         assert data.perplexity(*train.evaluate(model, streams, 10)) == full["valid_ppl"]
 
@@ -305,7 +319,7 @@ def test_the_plateau_rule_halves_the_inner_rate_through_the_wrapper():
     from benchmarks.lm import train
 
     args = train.parse_args([*TINY, "--patience", "2"])
-    corpus = train.synthetic_corpus(3000)
+    corpus = train.synthetic_corpus(TOKENS)
     streams = {s: data.batchify(corpus[s], 4) for s in data.SPLITS}
     model = train.build(args, train.SYNTHETIC_VOCAB)
     # an earlier epoch no run can beat (perplexity 1), one epoch ago without improvement
@@ -317,6 +331,7 @@ def test_the_plateau_rule_halves_the_inner_rate_through_the_wrapper():
     assert entry["lr"] == 2.0  # the rate the epoch trained with
 
 
+@pytest.mark.slow
 def test_polyak_averaging_leaves_training_alone_and_resumes_exactly(tmp_path):
     sgd = ["--optimizer", "sgd", "--epochs", "3"]
     polyak = ["--optimizer", "polyak-sgd", "--polyak-start", "1"]
@@ -379,6 +394,7 @@ class _HalfOnTheNextId:
         return np.log(probs)
 
 
+@pytest.mark.backend_independent
 def test_evaluation_sums_cross_entropy_over_every_token_of_the_split():
     from benchmarks.lm import train
 
@@ -397,8 +413,9 @@ def test_evaluation_sums_cross_entropy_over_every_token_of_the_split():
 
 # -- the sweep (benchmarks/lm/run.py) --------------------------------------------------------------
 
-def _fake_record(folder, optimizer, lr, seed, test_ppl, k=5, alpha=0.5):
-    """A finished run's record as train.py writes it, with chosen perplexities."""
+def _fake_record(folder, optimizer, lr, seed, test_ppl, k=5, alpha=0.5, name=None):
+    """A finished run's record as train.py writes it, with chosen perplexities, in
+    folder/name (by default, the grid's name for it)."""
     import json
 
     from benchmarks.lm import train
@@ -412,11 +429,12 @@ def _fake_record(folder, optimizer, lr, seed, test_ppl, k=5, alpha=0.5):
     record = {"args": args, "source": "synthetic", "vocab_size": 50, "params": 1234,
               "tokens": {"train": 80, "valid": 10, "test": 10}, "epochs": epochs,
               "best_epoch": 3, "valid_ppl": epochs[-1]["valid_ppl"], "test_ppl": test_ppl}
-    name = f"{optimizer}-lr{lr}-k{k}-a{alpha}-s{seed}"
+    name = name or f"{optimizer}-lr{lr}-k{k}-a{alpha}-s{seed}"
     (folder / name).mkdir(parents=True)
     (folder / name / "record.json").write_text(json.dumps(record))
 
 
+@pytest.mark.backend_independent
 def test_the_report_gives_mean_std_and_paired_differences_by_hand(tmp_path):
     import json
 
@@ -447,6 +465,7 @@ def test_the_report_gives_mean_std_and_paired_differences_by_hand(tmp_path):
     assert "unfinished" not in payload["runs"]
 
 
+@pytest.mark.backend_independent
 def test_sweep_arguments_are_checked(capsys, tmp_path):
     from benchmarks.lm import run
 
@@ -468,34 +487,47 @@ def test_sweep_arguments_are_checked(capsys, tmp_path):
     assert "lookahead-adam-lr0.003-k20-a0.8-s0" in names and "adam-lr0.001-s0" in names
 
 
-@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
-                    reason="one process per run, on TensorFlow: the runs' code is tested on "
-                           "every backend above")
-def test_sweep_runs_resumes_a_stopped_run_and_reports(tmp_path):
+@pytest.mark.slow
+@pytest.mark.backend_independent  # the run it resumes is a process of its own
+def test_sweep_keeps_finished_runs_resumes_a_stopped_one_and_reports(tmp_path, capsys):
     import json
-    import subprocess
-    import sys
 
-    from benchmarks import _harness
+    from benchmarks.lm import run
 
-    # TINY without its optimizer, rate and k: each run's own come from the sweep
-    tiny = [a for i, a in enumerate(TINY) if a not in ("--optimizer", "--lr", "--k")
-            and TINY[i - 1] not in ("--optimizer", "--lr", "--k")]
-    argv = [sys.executable, "-m", "benchmarks.lm.run", "--seeds", "1", "--adam-lrs", "0.01",
-            "--out", str(tmp_path), "--", *tiny, "--epochs", "2"]
-    first = subprocess.run(argv, cwd=_harness.ROOT, capture_output=True, text=True,
-                           timeout=900)
-    assert first.returncode == 0, first.stderr[-3000:]
-    assert first.stdout.count("test perplexity") == 5  # one progress line per run
-    # as if the sweep had stopped inside a run, after its last epoch's checkpoint
-    record_path = tmp_path / "lm" / "runs" / "cpu" / "adam-lr0.01-s0" / "record.json"
-    record = json.loads(record_path.read_text())
+    folder = tmp_path / "lm" / "runs" / "cpu"
+    # TINY without its optimizer, rate and k: each run's own come from the sweep (a rate given
+    # here, 2, must not win over the sweep's)
+    tiny = [a for i, a in enumerate(TINY) if a not in ("--optimizer", "--k")
+            and TINY[i - 1] not in ("--optimizer", "--k")]
+    argv = ["--seeds", "1", "--adam-lrs", "0.01", "--out", str(tmp_path), "--", *tiny,
+            "--epochs", "2"]
+    # four runs of the main suite finished before, as a stopped sweep leaves them
+    for optimizer, lr, ppl in (("sgd", 30, 40.0), ("lookahead-sgd", 30, 41.0),
+                               ("polyak-sgd", 30, 42.0), ("lookahead-adam", 0.01, 43.0)):
+        _fake_record(folder, optimizer, lr, 0, ppl, name=f"{optimizer}-lr{lr}-s0")
+    # the fifth stopped inside its run, after its last epoch's checkpoint: started as the
+    # sweep starts it (its arguments, then the run's own), here
+    stopped = folder / "adam-lr0.01-s0"
+    train_argv = ["--profile", "cpu", "--verbose", "0", *argv[argv.index("--") + 1:],
+                  "--optimizer", "adam", "--lr", "0.01", "--seed", "0", "--run-dir", str(stopped)]
+    from benchmarks.lm import train
+
+    keras.backend.clear_session()
+    record = train.main(train_argv)
     test_ppl = record.pop("test_ppl")
-    record_path.write_text(json.dumps(record))
-    again = subprocess.run(argv, cwd=_harness.ROOT, capture_output=True, text=True,
-                           timeout=900)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stdout.count("done before, kept") == 4
-    assert json.loads(record_path.read_text())["test_ppl"] == test_ppl  # resumed, not redone
-    assert "| Polyak(SGD) lr 2 |" not in (tmp_path / "lm.md").read_text()  # lr 30, not 2
-    assert "| Polyak(SGD) lr 30 | 1 |" in (tmp_path / "lm.md").read_text()
+    (stopped / "record.json").write_text(json.dumps(record))
+
+    run.main(argv)  # resumes that run in a process of its own
+    out = capsys.readouterr().out
+    assert out.count("done before, kept") == 4
+    assert "[4/5] adam-lr0.01-s0: test perplexity" in out  # its progress line
+    resumed = json.loads((stopped / "record.json").read_text())
+    assert resumed["test_ppl"] == test_ppl  # resumed from its checkpoint, not redone
+    assert [e["loss"] for e in resumed["epochs"]] == [e["loss"] for e in record["epochs"]]
+    assert resumed["args"]["lr"] == 0.01  # the sweep's rate, not the 2 of the arguments
+    # what the made-up records hold is what the harness writes
+    fake = json.loads((folder / "sgd-lr30-s0" / "record.json").read_text())
+    assert set(fake) <= set(resumed) and set(fake["args"]) <= set(resumed["args"])
+    report = (tmp_path / "lm.md").read_text()
+    assert "| Polyak(SGD) lr 30 | 1 | 42.00 ± 0.00 |" in report
+    assert f"| Adam lr 0.01 | 1 | {test_ppl:.2f} ± 0.00 |" in report

@@ -14,34 +14,59 @@ from keras import ops
 from keras_lookahead import Lookahead
 from tests.execution_modes import tf_only
 from tests.faults import Interrupt
+from tests.workers import resume
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def worker(*args, backend=None):
+def in_process(phase, d, inner_state, jit):
+    """A phase that writes what a later process resumes from, or the uninterrupted run."""
+    resume.run_phase(phase, str(d), inner_state, bool(jit))
+
+
+def fresh_process(phase, cases, backend=None):
+    """The resuming phase: a new process, with nothing from the first but the files. `cases`:
+    (folder, inner_state, jit) each, resumed one after the other (a process start costs
+    seconds)."""
     env = dict(os.environ)
     if backend:
         env["KERAS_BACKEND"] = backend
-    subprocess.run([sys.executable, "-m", "tests.workers.resume", *map(str, args)], cwd=ROOT,
-                   check=True, timeout=300, env=env)
+    argv = [str(a) for case in cases for a in case]
+    out = subprocess.run([sys.executable, "-m", "tests.workers.resume", phase, *argv],
+                         cwd=ROOT, timeout=300, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
 
 
-def assert_same_state(d):
+def saved_then_resumed(tmp_path, configs, phases=("full", "keras", "keras2"), backend=None):
+    """For each (inner_state, jit): the uninterrupted run and the save in this process, then
+    every resume in one fresh process (on `backend`). The folders, one per configuration."""
+    uninterrupted, save, resumed = phases
+    cases = [(tmp_path / f"{inner_state}-{jit}", inner_state, jit)
+             for inner_state, jit in configs]
+    for d, inner_state, jit in cases:
+        d.mkdir()
+        in_process(uninterrupted, d, inner_state, jit)
+        in_process(save, d, inner_state, jit)
+    fresh_process(resumed, cases, backend)
+    return [d for d, _, _ in cases]
+
+
+def assert_same_state(d, exact=True):
     full, resumed = np.load(os.path.join(d, "full.npz")), np.load(os.path.join(d, "resumed.npz"))
     assert sorted(full.files) == sorted(resumed.files)
     for name in full.files:
-        # Exact on CPU: the same ops on the same values in the same order.
-        np.testing.assert_array_equal(resumed[name], full[name], err_msg=name)
+        if exact:  # on CPU: the same ops on the same values in the same order
+            np.testing.assert_array_equal(resumed[name], full[name], err_msg=f"{d}: {name}")
+        else:  # different kernels for the same math: equal to float32 rounding
+            np.testing.assert_allclose(resumed[name], full[name], rtol=1e-5, atol=1e-6,
+                                       err_msg=f"{d}: {name}")
 
 
-@pytest.mark.parametrize("inner_state, jit", [("maintain", 0), ("interpolate", 0),
-                                              ("reset", 1)])
-def test_keras_file_resume_in_a_fresh_process(tmp_path, inner_state, jit):
+@pytest.mark.slow
+def test_keras_file_resume_in_a_fresh_process(tmp_path):
     # 7 steps then 6 more with k = 5: the save falls between syncs.
-    worker("full", tmp_path, inner_state, jit)
-    worker("keras", tmp_path, inner_state, jit)
-    worker("keras2", tmp_path, inner_state, jit)
-    assert_same_state(tmp_path)
+    for d in saved_then_resumed(tmp_path, [("maintain", 0), ("interpolate", 0), ("reset", 1)]):
+        assert_same_state(d)
 
 
 def _installed(module):
@@ -51,28 +76,23 @@ def _installed(module):
 
 
 @tf_only
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["jax", "torch"])
-@pytest.mark.parametrize("inner_state", ["maintain", "interpolate"])
-def test_keras_file_saved_on_tensorflow_resumes_on_another_backend(tmp_path, backend, inner_state):
+def test_keras_file_saved_on_tensorflow_resumes_on_another_backend(tmp_path, backend):
     if not _installed(backend):
         pytest.skip(f"{backend} is not installed")
-    worker("full", tmp_path, inner_state, 0)  # the uninterrupted run, on TensorFlow
-    worker("keras", tmp_path, inner_state, 0)
-    worker("keras2", tmp_path, inner_state, 0, backend=backend)
-    full, resumed = np.load(tmp_path / "full.npz"), np.load(tmp_path / "resumed.npz")
-    assert sorted(full.files) == sorted(resumed.files)
-    for name in full.files:
-        # Different kernels for the same math: equal to float32 rounding, not bit for bit.
-        np.testing.assert_allclose(resumed[name], full[name], rtol=1e-5, atol=1e-6, err_msg=name)
+    # saved (and the uninterrupted run) on TensorFlow, resumed on the other backend
+    for d in saved_then_resumed(tmp_path, [("maintain", 0), ("interpolate", 0)],
+                                backend=backend):
+        assert_same_state(d, exact=False)
 
 
 @tf_only
-@pytest.mark.parametrize("inner_state, jit", [("interpolate", 0), ("maintain", 1)])
-def test_tf_train_checkpoint_resume_in_a_fresh_process(tmp_path, inner_state, jit):
-    worker("ckptfull", tmp_path, inner_state, jit)
-    worker("ckpt", tmp_path, inner_state, jit)
-    worker("ckpt2", tmp_path, inner_state, jit)
-    assert_same_state(tmp_path)
+@pytest.mark.slow
+def test_tf_train_checkpoint_resume_in_a_fresh_process(tmp_path):
+    for d in saved_then_resumed(tmp_path, [("interpolate", 0), ("maintain", 1)],
+                                phases=("ckptfull", "ckpt", "ckpt2")):
+        assert_same_state(d)
 
 
 def _fit_model():

@@ -12,6 +12,7 @@ A = np.array([1.0, 0.3, 3.0])
 SIGMA2 = 1.0 / A  # Σ = A⁻¹, as in the paper's Fig. 3
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize("lr", [0.05, 0.2, 0.6])
 def test_one_step_lookahead_is_sgd_with_a_smaller_learning_rate(lr):
     # k = 1: φ ← φ − α γ ∇L, i.e. SGD with learning rate α γ
@@ -20,12 +21,14 @@ def test_one_step_lookahead_is_sgd_with_a_smaller_learning_rate(lr):
                                    analytic.v_star_sgd(A, SIGMA2, alpha * lr), rtol=1e-12)
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize("k", [1, 5, 20])
 def test_alpha_one_is_sgd(k):
     np.testing.assert_allclose(analytic.v_star_lookahead(A, SIGMA2, 0.1, k, 1.0),
                                analytic.v_star_sgd(A, SIGMA2, 0.1), rtol=1e-12)
 
 
+@pytest.mark.backend_independent
 def test_lookahead_never_has_more_variance_than_sgd():
     # Prop. 2: V*_LA ≤ V*_SGD for every stable learning rate, k and α in (0, 1]
     for lr in np.linspace(0.01, 0.6, 12):
@@ -35,6 +38,7 @@ def test_lookahead_never_has_more_variance_than_sgd():
                               <= analytic.v_star_sgd(A, SIGMA2, lr) * (1 + 1e-12))
 
 
+@pytest.mark.backend_independent
 def test_lemma_1_recursions_reach_the_closed_forms():
     lr, k, alpha = 0.2, 5, 0.5
     _, v_sgd = analytic.sgd_trajectory(A, SIGMA2, lr, np.ones(3), np.zeros(3), 3000)
@@ -77,6 +81,7 @@ def test_the_real_optimizer_is_the_linear_system_of_app_b1(lam, lr, beta, k, alp
     assert rate == pytest.approx(analytic.lookahead_cm_rate([lam], lr, beta, k, alpha), rel=1e-4)
 
 
+@pytest.mark.backend_independent
 def test_lookahead_cm_rate_reduces_to_cm_at_alpha_one():
     lams = np.geomspace(1e-3, 1, 7)
     for lr in (0.01, 0.1, 1.0):
@@ -84,6 +89,7 @@ def test_lookahead_cm_rate_reduces_to_cm_at_alpha_one():
             analytic.cm_rate(lams, lr, 0.9), rel=1e-9)
 
 
+@pytest.mark.backend_independent
 def test_cm_rate_is_sqrt_beta_when_every_eigenvalue_is_under_damped():
     # complex roots of z² − (1 + β − ηλ) z + β have modulus √β
     beta = 0.81

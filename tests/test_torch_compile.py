@@ -12,7 +12,8 @@ from keras import ops
 from keras_lookahead import Lookahead
 from tests.execution_modes import BACKEND
 
-pytestmark = pytest.mark.skipif(BACKEND != "torch", reason="torch.compile is PyTorch's")
+pytestmark = [pytest.mark.skipif(BACKEND != "torch", reason="torch.compile is PyTorch's"),
+              pytest.mark.slow]
 
 
 def _train(jit_compile, inner_state, steps):

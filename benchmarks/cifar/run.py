@@ -271,7 +271,7 @@ def write_report(args):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--profile", default="cpu", choices=("cpu", "paper"))
+    p.add_argument("--profile", default="cpu", choices=("cpu", "paper", "tiny"))
     p.add_argument("--suite", default="main", choices=("main", "robustness", "inner-state",
                                                        "all"))
     p.add_argument("--seeds", type=int, default=3)

@@ -17,6 +17,8 @@ Profiles (every value can be overridden from the command line):
 - cpu: the same network at a quarter of the width, a 5,000-image subset of CIFAR-10 (2,000
   test images), 12 epochs, the same schedule shape (x0.2 at epochs 4, 7 and 10, about 30%, 60%
   and 80% of training). About 2.5 minutes per run on 2 cores.
+- tiny: one basic block per stage (ResNet-10) at width 4, batch 16, 2 epochs: the smallest
+  run that goes through every part of the harness (the tests' profile, with --synthetic).
 - imagenet: ResNet-50, batch 256, SGD lr 0.1 momentum 0.9, weight decay 1e-4, x0.1 at epochs
   30 and 60 of 90 (--milestones 30,48,58 --epochs 60 for the paper's aggressive schedule),
   k=5, alpha=0.5, tfds imagenet2012 (which needs the manual download tfds describes).
@@ -59,7 +61,12 @@ PROFILES = {
     "imagenet": dict(dataset="imagenet2012", model="resnet50", width=64, epochs=90,
                      batch_size=256, milestones=(30, 60), lr_decay=0.1, weight_decay=1e-4,
                      limit=0, test_limit=0, image_size=224, lr=0.1, k=5, alpha=0.5),
+    "tiny": dict(dataset="cifar10", model="resnet18", width=4, blocks=1, epochs=2,
+                 batch_size=16, milestones=(), lr_decay=0.2, weight_decay=5e-4, limit=0,
+                 test_limit=0, image_size=32, lr=None, k=5, alpha=0.5),
 }
+for _profile in PROFILES.values():
+    _profile.setdefault("blocks", 2)
 OPTIMIZERS = ("sgd", "lookahead-sgd", "polyak-sgd", "adamw", "adam", "lookahead-adam")
 DEFAULT_LR = {"sgd": 0.1, "lookahead-sgd": 0.1, "polyak-sgd": 0.1, "adamw": 1e-3, "adam": 1e-3,
               "lookahead-adam": 1e-3}
@@ -92,6 +99,7 @@ def parse_args(argv=None):
     p.add_argument("--test-limit", type=int, help="test images to use (0: all)")
     p.add_argument("--model", choices=("resnet18", "resnet50"))
     p.add_argument("--width", type=int, help="ResNet-18's first-stage channels (paper: 64)")
+    p.add_argument("--blocks", type=int, help="basic blocks per stage (ResNet-18: 2)")
     p.add_argument("--image-size", type=int)
     p.add_argument("--epochs", type=int)
     p.add_argument("--steps-per-epoch", type=int, default=0,
@@ -118,6 +126,7 @@ def parse_args(argv=None):
     p.add_argument("--checkpoint-dir", help="multiworker: checkpoint every epoch here and "
                                             "resume from here")
     _distribute.add_arguments(p)
+    _distribute.add_custom_loop_argument(p)
     args = p.parse_args(argv)
 
     fill_from_profile(args, PROFILES[args.profile])
@@ -125,7 +134,8 @@ def parse_args(argv=None):
         args.lr = DEFAULT_LR[args.optimizer]
     if args.dataset == "imagenet2012" and args.profile != "imagenet" and args.model == "resnet18":
         p.error("--dataset imagenet2012: use --profile imagenet (ResNet-50, 224x224)")
-    require_counts(p, args, positive=("epochs", "batch_size", "k", "width", "image_size"),
+    require_counts(p, args, positive=("epochs", "batch_size", "k", "width", "blocks",
+                                      "image_size"),
                    non_negative=("limit", "test_limit", "synthetic", "steps_per_epoch"))
     if args.lr <= 0 or not 0.0 <= args.momentum < 1.0:
         p.error(f"--lr {args.lr} / --momentum {args.momentum}: need lr > 0, 0 <= momentum < 1")
@@ -267,11 +277,11 @@ def pipelines(args, train, test, n_train):
 
 # -- model -----------------------------------------------------------------------------------------
 
-def resnet18(classes, width, weight_decay, image_size):
+def resnet18(classes, width, weight_decay, image_size, blocks=2):
     """ResNet-18 for 32x32 images as in DeVries & Taylor's Cutout repository: a 3x3 stem without
     max-pooling, four stages of two basic blocks (width x 1, 2, 4, 8 channels; strides 1, 2, 2,
     2), 1x1 convolution shortcuts where the shape changes, global average pooling, a linear
-    layer."""
+    layer. `blocks=1` (the tiny profile's ResNet-10) keeps one block per stage."""
     import keras
 
     reg = keras.regularizers.L2(weight_decay / 2) if weight_decay else None  # grad = wd * w
@@ -286,7 +296,7 @@ def resnet18(classes, width, weight_decay, image_size):
     inputs = keras.Input((image_size, image_size, 3))
     x = keras.layers.ReLU()(bn(conv(inputs, width, 3)))
     for stage, filters in enumerate((width, 2 * width, 4 * width, 8 * width)):
-        for block in range(2):
+        for block in range(blocks):
             stride = 2 if stage > 0 and block == 0 else 1
             y = keras.layers.ReLU()(bn(conv(x, filters, 3, stride)))
             y = bn(conv(y, filters, 3))
@@ -318,7 +328,7 @@ def build_model(args, classes):
                     keras.regularizers.L2(l2 / 2))
         keras.utils.set_random_seed(args.seed)
         return keras.Model.from_config(config)
-    return resnet18(classes, args.width, l2, args.image_size)
+    return resnet18(classes, args.width, l2, args.image_size, args.blocks)
 
 
 def learning_rate(args, steps_per_epoch):
@@ -424,7 +434,7 @@ def run(args):
               "params": int(sum(math.prod(v.shape) for v in model.trainable_variables))}
     print(f"{args.optimizer} (lr {args.lr}, seed {args.seed}) on {n_train} images, "
           f"{classes} classes, {record['params']:,} parameters, {dist.replicas} replica(s)")
-    if dist.name == "multiworker":  # Keras's fit and evaluate cannot run there (keras #20585)
+    if dist.custom_loop:  # always under multiworker: Keras's fit cannot run there (keras #20585)
         from examples._loop import CustomLoop
 
         loop = CustomLoop(dist, model, keras.losses.SparseCategoricalCrossentropy(

@@ -98,6 +98,7 @@ def parse_args(argv=None):
     p.add_argument("--checkpoint-dir", help="multiworker: checkpoint every epoch here and "
                                             "resume from here")
     _distribute.add_arguments(p)
+    _distribute.add_custom_loop_argument(p)
     args = p.parse_args(argv)
     fill_from_profile(args, PROFILES[args.profile])
     require_counts(p, args, positive=("layers", "width", "heads", "ffn", "batch_size",
@@ -398,7 +399,7 @@ def run(args):
     print(f"{args.optimizer} (lr scale {args.lr}, seed {args.seed}): "
           f"{record['train_pairs']:,} pairs, {record['params']:,} parameters")
     start = time.time()
-    if dist.name == "multiworker":  # Keras's fit cannot run there (keras #20585)
+    if dist.custom_loop:  # always under multiworker: Keras's fit cannot run there (keras #20585)
         from examples._loop import CustomLoop
 
         CustomLoop(dist, model, masked_loss, jit_compile=args.jit_compile,

@@ -1,6 +1,8 @@
-"""Runs one phase of a save/resume test in its own process (so nothing is shared in memory).
+"""One phase of a save/resume test: the resuming phases run in a process of their own (so that
+nothing but the file is shared), the others in the test's process (`run_phase`).
 
-usage: python -m tests.workers.resume PHASE DIR INNER_STATE JIT [N M]
+usage: python -m tests.workers.resume PHASE DIR INNER_STATE JIT [DIR INNER_STATE JIT ...]
+  (each DIR in turn, from a fresh Keras state; N = 7 and M = 6 steps)
   phases: full      train N+M steps, write DIR/full.npz
           keras     train N steps, model.save(DIR/m.keras)
           keras2    load DIR/m.keras, train M more, write DIR/resumed.npz (any backend:
@@ -78,9 +80,14 @@ def dump(model, path):
 
 
 def main():
-    phase, d, inner_state, jit = sys.argv[1:5]
-    jit = jit == "1"
-    n, m = (int(a) for a in sys.argv[5:7]) if len(sys.argv) > 5 else (7, 6)
+    phase, cases = sys.argv[1], sys.argv[2:]
+    for i in range(0, len(cases), 3):
+        d, inner_state, jit = cases[i:i + 3]
+        run_phase(phase, d, inner_state, jit == "1")
+
+
+def run_phase(phase, d, inner_state, jit, n=7, m=6):
+    keras.backend.clear_session(free_memory=False)  # the same layer names in every phase
     if phase in ("full", "keras"):
         model = make_model(inner_state, jit)
         train(model, 0, n + m if phase == "full" else n)

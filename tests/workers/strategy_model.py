@@ -14,11 +14,13 @@ X = rng.normal(size=(64, 4)).astype("float32")
 Y = np.sin(X.sum(axis=1, keepdims=True)).astype("float32")
 
 
-def model_and_optimizer():
-    """A small regression model and Lookahead(SGD momentum); the SGD alone if PLAIN=1.
+def model_and_optimizer(plain=None, multi=None):
+    """A small regression model and Lookahead(SGD momentum); the SGD alone if `plain` (default:
+    the environment's PLAIN=1).
 
-    With MULTI=member, a MultiOptimizer with that Lookahead for the first layer only; with
-    MULTI=around, Lookahead around a MultiOptimizer with another SGD for the first layer.
+    With multi="member" (default: the environment's MULTI), a MultiOptimizer with that
+    Lookahead for the first layer only; with "around", Lookahead around a MultiOptimizer with
+    another SGD for the first layer.
     """
     keras.utils.set_random_seed(1)
     # Named, so that both models a worker builds have the same paths ("sequential/first/...").
@@ -26,12 +28,13 @@ def model_and_optimizer():
                               keras.layers.Dense(8, activation="tanh", name="first"),
                               keras.layers.Dense(1, name="last")])
     opt = keras.optimizers.SGD(0.1, momentum=0.9)
-    multi = os.environ.get("MULTI", "")
+    multi = os.environ.get("MULTI", "") if multi is None else multi
+    plain = os.environ.get("PLAIN") == "1" if plain is None else plain
     first_layer = "(.*/)?first/.*"  # a key must match a variable's path whole
     if multi == "around":
         opt = keras.optimizers.MultiOptimizer(keras.optimizers.OptimizerMap(
             opt, {first_layer: keras.optimizers.SGD(0.05, momentum=0.9)}))
-    if os.environ.get("PLAIN") != "1":
+    if not plain:
         opt = Lookahead(opt, sync_period=K, inner_state="interpolate")
     if multi == "member":
         opt = keras.optimizers.MultiOptimizer(keras.optimizers.OptimizerMap(
