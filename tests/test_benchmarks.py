@@ -36,7 +36,7 @@ def _check_optimizer_rows(rows, paths):
 def test_this_backends_measurements_and_the_report_they_make(tmp_path):
     args = _tiny(tmp_path)
     payload = {"command": "test", "devices": ["cpu"], "optimizer": [], "fit": [],
-               "peak_memory": [], "machines": [performance.h.machine()],
+               "peak_memory": [], "machines": [{"cpu": "test", "cores": 2}],
                "args": {k: getattr(args, k) for k in ("sizes", "ks", "inners", "rounds",
                                                       "headline_rounds", "calls", "fit_steps",
                                                       "fit_rounds", "memory_params",
