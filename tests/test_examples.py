@@ -122,6 +122,7 @@ def test_custom_loop_example_trains_on_this_backend(capsys):
     assert _accuracy(out) > 0.5
 
 
+@pytest.mark.slow  # 13 s idle, 17 s under load
 def test_mixed_precision_example_keeps_float32_slow_weights_inside_the_loss_scaler(capsys):
     out = _main("mixed_precision", capsys, "--epochs", "1")
     assert ("policy mixed_float16: compute float16, variables float32, slow weights float32; "
