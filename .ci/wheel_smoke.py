@@ -16,6 +16,11 @@ from keras_lookahead import Lookahead
 import sys
 # the wheel's copy, in this environment's own site-packages (the backends may come from another)
 assert keras_lookahead.__file__.startswith(sys.prefix), (keras_lookahead.__file__, sys.prefix)
+# installed by its distribution name, and nothing of the namesake (keras-lookahead) beside it
+from importlib import metadata
+assert metadata.version("keras-lookahead-optimizer") == keras_lookahead.__version__
+from keras_lookahead import _namesake
+assert _namesake.namesake_traces(keras_lookahead.__path__[0]) == []
 rng = np.random.default_rng(0)
 x = rng.normal(size=(64, 4)).astype("float32")
 y = x @ np.array([[1.0], [-2.0], [0.5], [3.0]], dtype="float32")

@@ -1,5 +1,11 @@
 """Lookahead optimizer for Keras 3 (Zhang, Lucas, Hinton & Ba, 2019)."""
 
+import os as _os
+
+from keras_lookahead._namesake import warn_if_namesake_installed as _warn_if_namesake_installed
+
+_warn_if_namesake_installed(_os.path.dirname(_os.path.abspath(__file__)))
+
 from keras_lookahead.callbacks import (
     SwapSlowWeights,
     find_lookahead,
