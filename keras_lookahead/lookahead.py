@@ -130,7 +130,7 @@ class Lookahead(keras.optimizers.Optimizer):
             called with the number of syncs done so far and returning an integer >= 1: the
             next sync then comes after that many updates since the last one. It is checked at
             0 here; at run time (where nothing can raise) its value is rounded and clipped to
-            [1, 2**30], and a NaN means 2**30: no further sync. At most 2**30, since the
+            [1, `2**30`], and a NaN means `2**30`: no further sync. At most `2**30`, since the
             counters are int32.
         slow_step_size: float α in (0, 1]: how far the slow weights move towards the fast
             weights at a sync. Defaults to 0.5. With α = 1 Lookahead is the inner optimizer.
