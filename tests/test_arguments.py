@@ -215,8 +215,8 @@ def test_a_schedule_as_curvature_is_refused_in_the_constructor_and_at_load():
     schedule = keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.5)
     with pytest.raises(ValueError, match="curvature=.* is a LearningRateSchedule, a function of "
                                          "the step; curvature is a function of the variables"):
-        Lookahead(keras.optimizers.SGD(0.1), slow_step_size="adaptive", curvature=schedule)
-    config = Lookahead(keras.optimizers.SGD(0.1), slow_step_size="adaptive").get_config()
+        Lookahead(keras.optimizers.Adam(0.1), slow_step_size="adaptive", curvature=schedule)
+    config = Lookahead(keras.optimizers.Adam(0.1), slow_step_size="adaptive").get_config()
     config["curvature"] = keras.saving.serialize_keras_object(schedule)  # a saved file's form
     with pytest.raises(ValueError, match="curvature=.* is a LearningRateSchedule"):
         Lookahead.from_config(config)
