@@ -15,6 +15,7 @@ step received (at θ_{t,k−1}) is used.
 
 import inspect
 
+import keras
 from keras import ops
 
 from keras_lookahead import _keras_compat as compat
@@ -42,6 +43,14 @@ def _lookup(optimizer):
 def check_curvature_source(optimizer, curvature):
     """Raises ValueError unless there is a curvature estimate: a callable, or the inner's."""
     if curvature is not None:
+        if isinstance(curvature, keras.optimizers.schedules.LearningRateSchedule):
+            # callable with one argument, so the checks below would let it through to the sync
+            raise ValueError(
+                f"Lookahead: curvature={curvature!r} is a LearningRateSchedule, a function of "
+                "the step; curvature is a function of the variables: a callable `variables -> "
+                "list of tensors` (the diagonal of Â for each variable), or None to read the "
+                "inner optimizer's second moments."
+            )
         if not callable(curvature):
             raise ValueError(
                 "Lookahead: curvature must be a callable `variables -> list of tensors` (the "

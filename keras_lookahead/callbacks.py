@@ -11,6 +11,8 @@ exactly (the next training step, or this module's callback, exchanges them back)
 """
 
 import contextlib
+import warnings
+import weakref
 
 import keras
 
@@ -49,12 +51,42 @@ def find_lookaheads(model_or_optimizer):
                 return
             members = compat.multi_members(link)
             if members is not None:
+                if link.built:
+                    _warn_if_given_no_variable(link, members, model_or_optimizer)
                 for member in members:
                     walk(member)
                 return
 
     walk(_optimizer_of(model_or_optimizer))
     return found
+
+
+_WARNED_GIVEN_NO_VARIABLE = weakref.WeakSet()
+
+
+def _warn_if_given_no_variable(multi, members, model_or_optimizer):
+    """Once per member: a Lookahead member of a built MultiOptimizer that no variable was routed
+    to (no key matched: Keras leaves it unbuilt, and the model trains without it, silently)."""
+    for member in members:
+        if not isinstance(member, Lookahead) or member.built:
+            continue
+        if member in _WARNED_GIVEN_NO_VARIABLE:
+            continue
+        _WARNED_GIVEN_NO_VARIABLE.add(member)
+        variables = getattr(model_or_optimizer, "trainable_variables", None)
+        paths = ""
+        if variables and not isinstance(model_or_optimizer, keras.optimizers.Optimizer):
+            shown = [v.path for v in variables[:6]]
+            paths = (f" The model's variable paths: {', '.join(shown)}"
+                     f"{', ...' if len(variables) > 6 else ''}.")
+        warnings.warn(
+            f"keras_lookahead: the Lookahead member {member.name!r} of MultiOptimizer "
+            f"{multi.name!r} was given no variable: no key of the OptimizerMap that routes to "
+            "it matches a variable path, so it trains nothing and has no slow weights (those "
+            f"variables went to the other members).{paths} In a Sequential model the paths "
+            "start with the model's name ('sequential/encoder/kernel'), in a functional one "
+            "with the layer's ('encoder/kernel'); a key like '(.*/)?encoder/.*' matches both.",
+            UserWarning)
 
 
 def find_lookahead(model_or_optimizer):

@@ -130,7 +130,7 @@ class Lookahead(keras.optimizers.Optimizer):
             called with the number of syncs done so far and returning an integer >= 1: the
             next sync then comes after that many updates since the last one. It is checked at
             0 here; at run time (where nothing can raise) its value is rounded and clipped to
-            [1, 2**30], and a NaN means 2**30: no further sync. At most 2**30, since the
+            [1, `2**30`], and a NaN means `2**30`: no further sync. At most `2**30`, since the
             counters are int32.
         slow_step_size: float α in (0, 1]: how far the slow weights move towards the fast
             weights at a sync. Defaults to 0.5. With α = 1 Lookahead is the inner optimizer.
@@ -379,25 +379,71 @@ class Lookahead(keras.optimizers.Optimizer):
         return self._inner.scale_loss(loss)
 
     def finalize_variable_values(self, var_list):
-        # Keras calls this at the end of fit with the model's variables: the one point where a
-        # JAX trainer shows them to the optimizer (its stateless step sees arrays only).
-        self._refuse_other_variables(var_list)
+        # Keras calls this at the end of fit with the model's variables (on JAX in a `finally`,
+        # so after a failed step too): the one point where a JAX trainer shows them to the
+        # optimizer (its stateless step sees arrays only).
+        self._check_the_models_variables(var_list)
         self._inner.finalize_variable_values(var_list)
 
-    def _refuse_other_variables(self, var_list):
-        """Raises if `var_list` holds a variable this optimizer was not built with."""
+    def _check_the_models_variables(self, var_list):
+        """At the end of fit: the model's trainable variables against those this optimizer was
+        built with. Raises only where the step could not have told (two models on JAX)."""
         if not self.built:
             return
         unknown = [v for v in var_list if compat.variable_index(self, v) is None]
-        if unknown:
+        if not unknown:
+            return
+        first = getattr(unknown[0], "path", unknown[0])
+        built = len(compat.built_variables(self))
+        if keras.backend.backend() != "jax":
+            # TF and torch refuse another model's variables at the step (Keras's own check):
+            # here the model's trainable set changed after the step was traced (TF traces it
+            # with the variables trainable at compile time), and the inner optimizer alone
+            # trains the same variables. Nothing was mixed; say what was left out.
+            warnings.warn(
+                f"Lookahead: this fit did not train {first!r} ({len(unknown)} of the model's "
+                f"{len(var_list)} trainable variables), which this optimizer was not built "
+                "with: a layer's `trainable` changed after compile, and the training step "
+                "keeps the variables it was traced with (the inner optimizer alone does the "
+                "same). After changing `trainable`, compile the model again with a new "
+                "optimizer: a built optimizer keeps the variables it was built with.",
+                UserWarning, stacklevel=2)
+            return
+        if len(var_list) != built:
+            return  # the step refused it (stateless_apply, below): that error is on its way
+        raise ValueError(
+            f"Lookahead: this optimizer was built with other variables than {first!r} "
+            f"({len(unknown)} of {len(var_list)} unknown): one Lookahead is training two "
+            "models. On JAX Keras's stateless step cannot tell them apart, so the training "
+            "that just ended mixed the two models' slow weights and optimizer state. Give each "
+            "model its own optimizer."
+        )
+
+    def _refuse_more_variables_than_built(self, given):
+        """At the step: more trainable variables than this optimizer was built with (a
+        subset is fine: Keras optimizers take one)."""
+        built = len(compat.built_variables(self))
+        if given > built:
             raise ValueError(
-                f"Lookahead: this optimizer was built with other variables than "
-                f"{getattr(unknown[0], 'path', unknown[0])!r} ({len(unknown)} of "
-                f"{len(var_list)} unknown): one Lookahead is training two models. On JAX "
-                "Keras's stateless step cannot tell them apart, so the training that just "
-                "ended mixed the two models' slow weights and optimizer state. Give each "
-                "model its own optimizer."
+                f"Lookahead: the step got {given} trainable variables, but this optimizer was "
+                f"built with {built}: a layer's `trainable` was changed after the optimizer "
+                "was built (compile the model again with a new optimizer: a built optimizer "
+                "keeps the variables it was built with), or the optimizer is given another "
+                "model's variables (give each model its own optimizer)."
             )
+
+    def stateless_apply(self, optimizer_variables, grads, trainable_variables):
+        # Keras's JAX trainer: the step sees arrays, one per trainable variable of the model
+        # at fit's start; Keras requires exactly the built count, and says so in terms of
+        # `optimizer_variables`. Named here first.
+        if self.built and len(trainable_variables) != len(compat.built_variables(self)):
+            self._refuse_more_variables_than_built(len(trainable_variables))
+            raise ValueError(
+                f"Lookahead: the step got {len(trainable_variables)} trainable variables, but "
+                f"this optimizer was built with {len(compat.built_variables(self))}: its "
+                "stateless step needs exactly those it was built with."
+            )
+        return super().stateless_apply(optimizer_variables, grads, trainable_variables)
 
     # -- state --------------------------------------------------------------------------------
 
@@ -661,6 +707,8 @@ class Lookahead(keras.optimizers.Optimizer):
                 )
             with keras.name_scope(self.name, caller=self):
                 self.build(trainable_variables)
+        elif trainable_variables is not None:
+            self._refuse_more_variables_than_built(len(trainable_variables))
         self._form.step(grads, trainable_variables)
 
     # -- what the execution forms (_forms.py) call ---------------------------------------------

@@ -49,7 +49,8 @@ class RAdam(keras.optimizers.Optimizer):
         total_steps: with a value > 0, the warm-up and decay schedule above.
         warmup_proportion: the fraction of `total_steps` spent warming up, in [0, 1].
         min_lr: the learning rate reached at `total_steps`.
-        **kwargs: the options of every Keras optimizer (`weight_decay`, `clipnorm`,
+        **kwargs: `amsgrad=False` (TF Addons' default; `True` is refused, AMSGrad is not
+            supported), and the options of every Keras optimizer (`weight_decay`, `clipnorm`,
             `global_clipnorm`, `gradient_accumulation_steps`, `name`, ...). Weight decay is
             Keras's decoupled one (θ ← θ − lr · weight_decay · θ before the update, with
             `learning_rate` without the `total_steps` factor); TF Addons added it to the
@@ -80,6 +81,12 @@ class RAdam(keras.optimizers.Optimizer):
         name="radam",
         **kwargs,
     ):
+        # TF Addons' RectifiedAdam has amsgrad=False; code migrated with it passes it explicitly
+        if "amsgrad" in kwargs and kwargs.pop("amsgrad") is not False:
+            raise ValueError(
+                "RAdam: amsgrad is not supported (only amsgrad=False, TF Addons' default, is "
+                "accepted): this RAdam keeps the second moment as Adam does, not its running "
+                "maximum.")
         for arg, value in (("beta_1", beta_1), ("beta_2", beta_2)):
             if not _is_number(value) or not 0 <= value < 1:
                 raise ValueError(f"RAdam: {arg} must be a number in [0, 1), got {value!r}.")

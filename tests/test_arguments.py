@@ -210,6 +210,18 @@ def test_a_curvature_that_cannot_take_the_variables_is_refused_at_once():
         Lookahead(keras.optimizers.SGD(0.1), slow_step_size="adaptive", curvature=lambda: [])
 
 
+def test_a_schedule_as_curvature_is_refused_in_the_constructor_and_at_load():
+    # a schedule takes one argument too, but it is the step, not the variables
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.5)
+    with pytest.raises(ValueError, match="curvature=.* is a LearningRateSchedule, a function of "
+                                         "the step; curvature is a function of the variables"):
+        Lookahead(keras.optimizers.Adam(0.1), slow_step_size="adaptive", curvature=schedule)
+    config = Lookahead(keras.optimizers.Adam(0.1), slow_step_size="adaptive").get_config()
+    config["curvature"] = keras.saving.serialize_keras_object(schedule)  # a saved file's form
+    with pytest.raises(ValueError, match="curvature=.* is a LearningRateSchedule"):
+        Lookahead.from_config(config)
+
+
 @pytest.mark.parametrize("curvature,fragment", [
     (lambda variables: [ops.ones((3,))], r"shape \(3,\) for"),
     (lambda variables: [], "one tensor per variable"),

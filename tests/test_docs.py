@@ -1,6 +1,7 @@
 """The README and the docs site: short, linked, generated where they quote numbers, and every
 public name in the API reference. (`mkdocs build --strict` itself runs in .ci/run.)"""
 
+import inspect
 import os
 import re
 
@@ -52,7 +53,50 @@ def test_every_public_name_is_in_the_api_reference_with_a_docstring():
         assert doc and len(doc.strip().splitlines()[0]) > 10, name
 
 
-def test_every_docs_page_is_in_the_nav():
-    nav = _read("mkdocs.yml")
+def test_every_docs_page_and_results_page_is_in_the_nav():
+    # the results pages are published under results/ by docs/hooks/results.py
+    nav = _read("mkdocs.yml").split("\nnav:\n")[1]
     pages = {p for p in os.listdir(os.path.join(ROOT, "docs")) if p.endswith(".md")}
-    assert pages and all(f": {p}" in nav for p in pages), pages
+    results = {f"results/{p}" for p in os.listdir(os.path.join(ROOT, "benchmarks", "results"))
+               if p.endswith(".md")}
+    assert "results/lm.md" in results
+    missing = {p for p in pages | results if not re.search(rf": {re.escape(p)}$", nav, re.M)}
+    assert not missing, missing
+
+
+def _rendered_docstrings():
+    """(name, docstring) of every public name and of the public members its class defines:
+    what the API reference renders (mkdocstrings, filters ["!^_"], no inherited members)."""
+    for name in sorted(set(keras_lookahead.__all__) - {"__version__"}):
+        obj = getattr(keras_lookahead, name)
+        yield name, obj.__doc__
+        if inspect.isclass(obj):
+            for member, value in vars(obj).items():
+                if not member.startswith("_") and getattr(value, "__doc__", None):
+                    yield f"{name}.{member}", value.__doc__
+
+
+def _as_markdown_reads_it(doc):
+    """The docstring's text as Markdown gets it: mkdocstrings renders each section's text
+    (Args' entries too) as Markdown, so indentation is not a code block, fences stay fences."""
+    lines, fenced = [], False
+    for line in inspect.cleandoc(doc).splitlines():
+        if line.strip().startswith("```"):
+            fenced = not fenced
+        lines.append(line if fenced else line.strip())
+    return "\n".join(lines)
+
+
+def test_no_docstring_text_is_taken_for_emphasis():
+    # `2**30 ... 2**30` rendered as "2<strong>30 ... 2</strong>30". Emphasis is allowed only
+    # where the text asks for it: `*word*` (or `**word**`) with no letter or digit just outside
+    # its asterisks.
+    import markdown
+
+    for name, doc in _rendered_docstrings():
+        text = _as_markdown_reads_it(doc)
+        html = markdown.markdown(text, extensions=["fenced_code", "tables"])
+        for tag, inner in re.findall(r"<(em|strong)>(.*?)</\1>", html, re.S):
+            marker = "*" if tag == "em" else "**"
+            asked = rf"(?<![\w*]){re.escape(marker + inner + marker)}(?![\w*])"
+            assert "<" not in inner and re.search(asked, text), (name, tag, inner)

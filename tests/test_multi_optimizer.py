@@ -10,6 +10,8 @@
 The problem is tests/quadratic.py's, one copy per group: the groups' gradients are independent.
 """
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -331,6 +333,43 @@ def test_swap_slow_weights_in_fit_leaves_every_group_on_its_slow_weights_and_res
     swapped.fit(x, y, batch_size=4, epochs=1, verbose=0, shuffle=False)
     for got, want in zip(_values(swapped.trainable_variables), _values(plain.trainable_variables)):
         np.testing.assert_array_equal(got, want)
+
+
+def _sequential():
+    return keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name="enc"),
+                             keras.layers.Dense(1, name="dec")])
+
+
+def test_a_lookahead_member_no_key_routes_a_variable_to_is_named_when_slow_weights_are_asked():
+    # A Sequential model's paths are "sequential/enc/kernel": the key "enc/.*" matches none, so
+    # Keras never builds that member and the model trains on the default optimizer alone.
+    x, y = _data()
+    keras.utils.set_random_seed(1)
+    model = _sequential()
+    member = Lookahead(keras.optimizers.SGD(0.05), name="enc_lookahead")
+    model.compile(optimizer=_multi(keras.optimizers.Adam(0.01), {"enc/.*": member}), loss="mse")
+    with pytest.warns(UserWarning) as caught:
+        model.fit(x, y, batch_size=8, epochs=2, verbose=0, validation_data=(x, y),
+                  callbacks=[SwapSlowWeights()])
+    said = [str(w.message) for w in caught if "was given no variable" in str(w.message)]
+    assert len(said) == 1, said  # once, though asked at every epoch's validation
+    assert said[0].startswith("keras_lookahead: the Lookahead member 'enc_lookahead' of "
+                              "MultiOptimizer")
+    assert "sequential/enc/kernel" in said[0] and "'(.*/)?encoder/.*' matches both" in said[0]
+    assert not member.built
+    # the key the docs give for both kinds of model routes the variables to the member there
+    for make in (_sequential, _model):
+        keras.utils.set_random_seed(1)
+        model = make()
+        member = Lookahead(keras.optimizers.SGD(0.05), name="enc_lookahead")
+        model.compile(optimizer=_multi(keras.optimizers.Adam(0.01), {"(.*/)?enc/.*": member}),
+                      loss="mse")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)
+            model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[SwapSlowWeights()])
+        assert member.built and len(member.slow_weights) == 2, make  # enc's kernel and bias
+        for variable in model.trainable_variables[:2]:
+            member.slow_weight(variable)  # raises for a variable it was not built with
 
 
 # -- saving --------------------------------------------------------------------------------------

@@ -157,11 +157,20 @@ def test_radam_and_ranger_survive_a_keras_file_round_trip(tmp_path):
     ({"total_steps": True}, "RAdam: total_steps must be an integer >= 0"),
     ({"warmup_proportion": 2}, "RAdam: warmup_proportion must be a number in [0, 1], got 2."),
     ({"min_lr": -1}, "RAdam: min_lr must be a number >= 0, got -1."),
+    ({"amsgrad": True}, "RAdam: amsgrad is not supported (only amsgrad=False"),
+    ({"amsgrad": 1}, "RAdam: amsgrad is not supported (only amsgrad=False"),
 ])
 def test_bad_arguments_are_refused_naming_them(kwargs, message):
     with pytest.raises(ValueError) as error:
         RAdam(**kwargs)
     assert message in str(error.value)
+
+
+def test_amsgrad_false_is_tf_addons_default_and_accepted():
+    # it changes nothing: the same config as without it
+    assert RAdam(amsgrad=False).get_config() == RAdam().get_config()
+    with pytest.raises(ValueError, match="RAdam: amsgrad is not supported"):
+        Ranger(amsgrad=True)
 
 
 def test_public_names():
