@@ -27,10 +27,12 @@ def namesake_traces(package_dir, path=None):
     traces = []
     where = {} if path is None else {"path": path}
     for dist in importlib.metadata.distributions(name=NAMESAKE, **where):
+        where = dist.locate_file("")  # its metadata's folder: a stale .egg-info in a checkout
         if dist.metadata["Summary"] == OUR_SUMMARY:  # a checkout installed before the rename
-            traces.append(f"this package's own earlier install as {NAMESAKE} {dist.version}")
+            traces.append(f"this package's own earlier install as {NAMESAKE} {dist.version} "
+                          f"(its metadata in {where})")
         else:
-            traces.append(f"the distribution {NAMESAKE} {dist.version}")
+            traces.append(f"the distribution {NAMESAKE} {dist.version} (in {where})")
         break
     files = [name for name in NAMESAKE_FILES if os.path.exists(os.path.join(package_dir, name))]
     if files:

@@ -47,7 +47,8 @@ def test_its_metadata_and_its_files_are_both_named(tmp_path):
     package.mkdir()
     (package / "optimizers.py").write_text("")
     assert _namesake.namesake_traces(str(package), path=[str(site)]) == [
-        "the distribution keras-lookahead 0.9.0", f"its files optimizers.py in {package}"]
+        f"the distribution keras-lookahead 0.9.0 (in {site})",
+        f"its files optimizers.py in {package}"]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         _namesake.warn_if_namesake_installed(str(package), path=[str(site)])
@@ -69,13 +70,13 @@ def test_its_metadata_and_its_files_are_both_named(tmp_path):
         "Metadata-Version: 2.1\nName: keras-lookahead\nVersion: 0.1.0\nSummary: Lookahead "
         "optimizer (k steps forward, 1 step back) for Keras 3\n")
     assert _namesake.namesake_traces(str(tmp_path / "empty"), path=[str(old)]) == [
-        "this package's own earlier install as keras-lookahead 0.1.0"]
+        f"this package's own earlier install as keras-lookahead 0.1.0 (its metadata in {old})"]
 
 
 def test_importing_beside_its_metadata_warns_once_at_the_users_import(tmp_path):
     site = fake_namesake_metadata(tmp_path / "site")
     # numpy: the lightest backend to import; the check runs before any backend is used
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, str(site)]), KERAS_BACKEND="numpy")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), ROOT]), KERAS_BACKEND="numpy")
     out = subprocess.run([sys.executable, "-c", "import keras_lookahead"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -83,4 +84,4 @@ def test_importing_beside_its_metadata_warns_once_at_the_users_import(tmp_path):
     # once, at the user's import line (not inside the package or importlib)
     assert len(lines) == 1, out.stderr[-3000:]
     assert lines[0].startswith("<string>:1: UserWarning: keras_lookahead: found the "
-                               "distribution keras-lookahead 0.9.0"), lines
+                               f"distribution keras-lookahead 0.9.0 (in {site})"), lines
