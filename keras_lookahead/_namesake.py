@@ -25,15 +25,15 @@ def namesake_traces(package_dir, path=None):
     """What of the namesake is installed: its distribution's metadata (found on `path`,
     sys.path by default) and its files in `package_dir`, in words; empty when none."""
     traces = []
-    where = {} if path is None else {"path": path}
-    for dist in importlib.metadata.distributions(name=NAMESAKE, **where):
+    search = {} if path is None else {"path": path}
+    dist = next(iter(importlib.metadata.distributions(name=NAMESAKE, **search)), None)
+    if dist is not None:
         where = dist.locate_file("")  # its metadata's folder: a stale .egg-info in a checkout
         if dist.metadata["Summary"] == OUR_SUMMARY:  # a checkout installed before the rename
             traces.append(f"this package's own earlier install as {NAMESAKE} {dist.version} "
                           f"(its metadata in {where})")
         else:
             traces.append(f"the distribution {NAMESAKE} {dist.version} (in {where})")
-        break
     files = [name for name in NAMESAKE_FILES if os.path.exists(os.path.join(package_dir, name))]
     if files:
         traces.append(f"its files {', '.join(files)} in {package_dir}")

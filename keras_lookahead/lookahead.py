@@ -394,7 +394,6 @@ class Lookahead(keras.optimizers.Optimizer):
         if not unknown:
             return
         first = getattr(unknown[0], "path", unknown[0])
-        built = len(compat.built_variables(self))
         if keras.backend.backend() != "jax":
             # TF and torch refuse another model's variables at the step (Keras's own check):
             # here the model's trainable set changed after the step was traced (TF traces it
@@ -409,7 +408,7 @@ class Lookahead(keras.optimizers.Optimizer):
                 "optimizer: a built optimizer keeps the variables it was built with.",
                 UserWarning, stacklevel=2)
             return
-        if len(var_list) != built:
+        if len(var_list) != len(compat.built_variables(self)):
             return  # the step refused it (stateless_apply, below): that error is on its way
         raise ValueError(
             f"Lookahead: this optimizer was built with other variables than {first!r} "
@@ -419,11 +418,11 @@ class Lookahead(keras.optimizers.Optimizer):
             "model its own optimizer."
         )
 
-    def _refuse_more_variables_than_built(self, given):
-        """At the step: more trainable variables than this optimizer was built with (a
-        subset is fine: Keras optimizers take one)."""
+    def _refuse_variable_count(self, given, exactly=False):
+        """At the step: more trainable variables than this optimizer was built with (a subset
+        is fine: Keras optimizers take one), or, `exactly`, any other number."""
         built = len(compat.built_variables(self))
-        if given > built:
+        if given > built or (exactly and given != built):
             raise ValueError(
                 f"Lookahead: the step got {given} trainable variables, but this optimizer was "
                 f"built with {built}: a layer's `trainable` was changed after the optimizer "
@@ -436,13 +435,8 @@ class Lookahead(keras.optimizers.Optimizer):
         # Keras's JAX trainer: the step sees arrays, one per trainable variable of the model
         # at fit's start; Keras requires exactly the built count, and says so in terms of
         # `optimizer_variables`. Named here first.
-        if self.built and len(trainable_variables) != len(compat.built_variables(self)):
-            self._refuse_more_variables_than_built(len(trainable_variables))
-            raise ValueError(
-                f"Lookahead: the step got {len(trainable_variables)} trainable variables, but "
-                f"this optimizer was built with {len(compat.built_variables(self))}: its "
-                "stateless step needs exactly those it was built with."
-            )
+        if self.built:
+            self._refuse_variable_count(len(trainable_variables), exactly=True)
         return super().stateless_apply(optimizer_variables, grads, trainable_variables)
 
     # -- state --------------------------------------------------------------------------------
@@ -708,7 +702,7 @@ class Lookahead(keras.optimizers.Optimizer):
             with keras.name_scope(self.name, caller=self):
                 self.build(trainable_variables)
         elif trainable_variables is not None:
-            self._refuse_more_variables_than_built(len(trainable_variables))
+            self._refuse_variable_count(len(trainable_variables))
         self._form.step(grads, trainable_variables)
 
     # -- what the execution forms (_forms.py) call ---------------------------------------------
