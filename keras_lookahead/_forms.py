@@ -1,6 +1,6 @@
 """One Lookahead step, in the form each execution mode needs.
 
-Every form runs the same step, Algorithm 1 as `lookahead.py` writes it:
+Every form runs the same step, Algorithm 1 as `algorithm.py` writes it:
 
     before = inner.iterations
     if before == 0:  φ ← θ                       (capture at the first applied update)
@@ -27,7 +27,7 @@ import keras
 from keras import ops
 
 from keras_lookahead import _keras_compat as compat
-from keras_lookahead import lookahead as algorithm
+from keras_lookahead import algorithm
 
 
 def for_backend(la):

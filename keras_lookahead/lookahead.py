@@ -1,101 +1,28 @@
-"""The Lookahead optimizer wrapper (Zhang, Lucas, Hinton & Ba, 2019).
+"""The Lookahead optimizer wrapper (Zhang, Lucas, Hinton & Ba, 2019): its state and its step.
 
-Algorithm 1 of the paper, with the inner optimizer A updating the fast weights θ:
-
-    for each step:  θ ← θ + A(θ)                      (the inner optimizer, as configured)
-                    if A applied its k-th update since the last sync:
-                        φ ← φ + α (θ − φ);  θ ← φ       (`slow_update`)
-                        m ← policy(m, m_prev, α)        (`momentum_update`, App. C.5)
-
-The three functions below are the algorithm on values; `Lookahead` holds the state (φ, m_prev,
-counters) and its arguments, and `_forms.py` runs the step in the form each execution mode needs
-(a branch in TensorFlow graphs, selects under XLA and JAX, host-counted fused ops in PyTorch),
-every form calling these functions.
+Where the rest lives: Algorithm 1 on values in `algorithm.py`; the step, in the form each
+execution mode needs, in `_forms.py` (every form calls `algorithm`); what is refused, and the
+messages that say so, in `_checks.py`; the config in `_config.py`; the exchange of slow and
+fast weights in the model in `_swap.py`.
 """
-
-import math
-import numbers
-import warnings
 
 import keras
 from keras import ops
 
+from keras_lookahead import _checks as checks
+from keras_lookahead import _config as config_io
 from keras_lookahead import _forms
 from keras_lookahead import _keras_compat as compat
+from keras_lookahead import _swap
 from keras_lookahead import adaptive
+from keras_lookahead import algorithm
 from keras_lookahead import inner_state as policies
-
-
-def slow_update(slow, fast, alpha):
-    """φ + α (θ − φ): the slow weights after a sync; the fast weights restart from it.
-
-    With α = 1 (a Python float) the fast weights are returned as they are: φ + (θ − φ) can
-    round differently from θ.
-    """
-    if fast.dtype != slow.dtype:  # float32 slow weights of a 16-bit variable: in float32
-        fast = ops.cast(fast, slow.dtype)
-    if isinstance(alpha, float) and alpha == 1.0:
-        return fast
-    alpha = ops.cast(alpha, slow.dtype)
-    return ops.add(slow, ops.multiply(alpha, ops.subtract(fast, slow)))
-
-
-def momentum_update(policy, m, m_prev, alpha):
-    """The inner optimizer's first moment right after a sync (paper, App. C.5).
-
-    "reset": 0. "interpolate" (the authors' "pullback"): α m + (1 − α) m_prev, m_prev being the
-    moment right after the previous sync (0 before the first). "maintain" never gets here.
-    """
-    if policy == policies.RESET:
-        return ops.zeros_like(m)
-    if m.dtype != m_prev.dtype:  # a float32 cache of a 16-bit moment: in float32
-        m = ops.cast(m, m_prev.dtype)
-    alpha = ops.cast(alpha, m.dtype)
-    return ops.add(ops.multiply(alpha, m), ops.multiply(ops.subtract(1, alpha), m_prev))
-
-
-def sync_is_due(applied, since_sync, k):
-    """Does this step sync: the inner optimizer applied an update, the k-th since the last sync?
-
-    `since_sync` counts the applied updates since the last sync, this one included. Operators
-    only, so that the host-counted form (Python ints) and the device forms (tensors) share it.
-    """
-    return applied & (since_sync >= k)
-
-
-def since_sync_at(count, k):
-    """Applied updates since the last sync after `count` updates with a constant k (syncs fall
-    at multiples of k): (count − 1) mod k + 1, which reaches k exactly at a sync. Also the
-    number of syncs done before this one: (count − 1) // k."""
-    return (count - 1) % k + 1, (count - 1) // k
-
-
-ADAPTIVE = "adaptive"
-
-# The counters of updates and syncs are int32 on the device (as Keras's own iteration counter):
-# a sync period must fit with room to count past it.
-MAX_SYNC_PERIOD = 2**30
-# slow_dtype: None (float32 for 16-bit variables) or "variable" (the variable's own dtype)
-SLOW_DTYPES = (None, "variable")
-
-# Options of keras.optimizers.Optimizer that act on gradients or weights at each step, with their
-# defaults. They belong to the inner optimizer: on the wrapper they would act twice or not at all.
-_BASE_OPTIONS = {
-    "weight_decay": None,
-    "clipnorm": None,
-    "clipvalue": None,
-    "global_clipnorm": None,
-    "use_ema": False,
-    "ema_momentum": 0.99,
-    "ema_overwrite_frequency": None,
-    "loss_scale_factor": None,
-    "gradient_accumulation_steps": None,
-}
+from keras_lookahead._checks import ADAPTIVE
 
 
 @compat.proxy_current_learning_rate
 @keras.saving.register_keras_serializable(package="keras_lookahead")
-class Lookahead(keras.optimizers.Optimizer):
+class Lookahead(_swap.ModelOnSlowWeights, keras.optimizers.Optimizer):
     """Lookahead: k steps forward with an inner optimizer, then one step back.
 
     Lookahead keeps a second, slow copy φ of the model's weights. The inner optimizer updates the
@@ -198,21 +125,15 @@ class Lookahead(keras.optimizers.Optimizer):
         name=None,
         **kwargs,
     ):
-        inner = _resolve_optimizer(optimizer)
-        sync_period = _check_sync_period(sync_period)
-        slow_step_size = _check_slow_step_size(slow_step_size)
+        inner = checks.resolve_optimizer(optimizer)
+        sync_period = checks.check_sync_period(sync_period)
+        slow_step_size = checks.check_slow_step_size(slow_step_size)
         policies.check_policy(inner, inner_state)
-        min_slow_step_size = _check_adaptive_options(
+        min_slow_step_size = checks.check_adaptive_options(
             inner, slow_step_size, min_slow_step_size, curvature)
-        _check_kwargs(kwargs)
-        if not (slow_dtype is None or (isinstance(slow_dtype, str) and slow_dtype in SLOW_DTYPES)):
-            raise ValueError(
-                f"Lookahead: slow_dtype must be one of {SLOW_DTYPES} (None: float32 for 16-bit "
-                f"variables), got {slow_dtype!r}."
-            )
-        if name is not None and (not isinstance(name, str) or "/" in name):
-            raise ValueError(f"Lookahead: name must be a string without '/', got {name!r}.")
-
+        checks.check_kwargs(kwargs)
+        checks.check_slow_dtype(slow_dtype)
+        checks.check_name(name)
         super().__init__(learning_rate=0.0, name=name)
         self._inner = inner
         self._sync_period = sync_period
@@ -282,18 +203,14 @@ class Lookahead(keras.optimizers.Optimizer):
         """
         if self._alpha_mode == "constant":
             return self._slow_step_size
-        self._require_built("last_slow_step_size")
+        checks.require_built(self, "last_slow_step_size")
         return self._last_alpha
 
     @property
     def slow_step_size_estimate(self):
         """The adaptive α̂ of the latest sync *before* clipping (a variable), for diagnostics."""
-        if self._alpha_mode != ADAPTIVE:
-            raise ValueError(
-                "Lookahead: slow_step_size_estimate exists only with slow_step_size='adaptive', "
-                f"not {self._slow_step_size!r}."
-            )
-        self._require_built("slow_step_size_estimate")
+        checks.require_adaptive(self._slow_step_size, "slow_step_size_estimate")
+        checks.require_built(self, "slow_step_size_estimate")
         return self._alpha_estimate
 
     @property
@@ -308,13 +225,6 @@ class Lookahead(keras.optimizers.Optimizer):
             return "constant"
         return ADAPTIVE if self._slow_step_size == ADAPTIVE else "schedule"
 
-    def _require_built(self, what):
-        if not self.built:
-            raise ValueError(
-                f"Lookahead: {what} needs a built optimizer; call "
-                "optimizer.build(model.trainable_variables) or train one step first."
-            )
-
     @property
     def inner_state(self):
         """What a sync does to the inner optimizer's momentum: maintain, reset or interpolate."""
@@ -324,25 +234,13 @@ class Lookahead(keras.optimizers.Optimizer):
 
     @property
     def learning_rate(self):
-        self._refuse_multi_learning_rate()
+        checks.refuse_multi_learning_rate(self._inner)
         return self._inner.learning_rate
 
     @learning_rate.setter
     def learning_rate(self, learning_rate):
-        self._refuse_multi_learning_rate()
+        checks.refuse_multi_learning_rate(self._inner)
         self._inner.learning_rate = learning_rate
-
-    def _refuse_multi_learning_rate(self):
-        # An AttributeError, as MultiOptimizer raises: `hasattr(opt, "learning_rate")` is then
-        # False, which is how Keras's learning-rate callbacks ask.
-        multi = compat.innermost_multi(self._inner)  # also inside a LossScaleOptimizer
-        if multi is not None:
-            path = "inner_optimizer" + ".inner_optimizer" * (multi is not self._inner)
-            raise AttributeError(
-                f"Lookahead: the inner optimizer {multi.name!r} is a MultiOptimizer, "
-                "which has no single learning rate. Read or set it on each member: "
-                f"`for opt in lookahead.{path}.optimizers: opt.learning_rate = ...`."
-            )
 
     @property
     def loss_scale_factor(self):
@@ -354,20 +252,11 @@ class Lookahead(keras.optimizers.Optimizer):
     def loss_scale_factor(self, value):
         # A MultiOptimizer sets its own factor on each member; the member's inner optimizer is
         # the one that unscales the gradients. (The base constructor sets None before the inner
-        # exists; any other value there was refused by _check_kwargs.)
+        # exists; any other value there was refused by checks.check_kwargs.)
         inner = getattr(self, "_inner", None)
         if inner is None:
             return
-        if any(isinstance(o, keras.optimizers.LossScaleOptimizer)
-               for o in compat.wrapper_chain(inner)):
-            raise ValueError(
-                f"Lookahead: {self.name!r} wraps a LossScaleOptimizer, so it cannot take a "
-                f"loss_scale_factor ({value!r}), which a MultiOptimizer sets on each of its "
-                "members: the MultiOptimizer scales the loss itself, and the LossScaleOptimizer "
-                "would unscale gradients it never scaled (Keras refuses a LossScaleOptimizer "
-                "member for this reason). Wrap the MultiOptimizer instead: "
-                "LossScaleOptimizer(MultiOptimizer(...))."
-            )
+        checks.refuse_loss_scale_factor(self.name, inner, value)
         inner.loss_scale_factor = value
 
     @property
@@ -382,61 +271,15 @@ class Lookahead(keras.optimizers.Optimizer):
         # Keras calls this at the end of fit with the model's variables (on JAX in a `finally`,
         # so after a failed step too): the one point where a JAX trainer shows them to the
         # optimizer (its stateless step sees arrays only).
-        self._check_the_models_variables(var_list)
+        checks.check_the_models_variables(self, var_list)
         self._inner.finalize_variable_values(var_list)
-
-    def _check_the_models_variables(self, var_list):
-        """At the end of fit: the model's trainable variables against those this optimizer was
-        built with. Raises only where the step could not have told (two models on JAX)."""
-        if not self.built:
-            return
-        unknown = [v for v in var_list if compat.variable_index(self, v) is None]
-        if not unknown:
-            return
-        first = getattr(unknown[0], "path", unknown[0])
-        if keras.backend.backend() != "jax":
-            # TF and torch refuse another model's variables at the step (Keras's own check):
-            # here the model's trainable set changed after the step was traced (TF traces it
-            # with the variables trainable at compile time), and the inner optimizer alone
-            # trains the same variables. Nothing was mixed; say what was left out.
-            warnings.warn(
-                f"Lookahead: this fit did not train {first!r} ({len(unknown)} of the model's "
-                f"{len(var_list)} trainable variables), which this optimizer was not built "
-                "with: a layer's `trainable` changed after compile, and the training step "
-                "keeps the variables it was traced with (the inner optimizer alone does the "
-                "same). After changing `trainable`, compile the model again with a new "
-                "optimizer: a built optimizer keeps the variables it was built with.",
-                UserWarning, stacklevel=2)
-            return
-        if len(var_list) != len(compat.built_variables(self)):
-            return  # the step refused it (stateless_apply, below): that error is on its way
-        raise ValueError(
-            f"Lookahead: this optimizer was built with other variables than {first!r} "
-            f"({len(unknown)} of {len(var_list)} unknown): one Lookahead is training two "
-            "models. On JAX Keras's stateless step cannot tell them apart, so the training "
-            "that just ended mixed the two models' slow weights and optimizer state. Give each "
-            "model its own optimizer."
-        )
-
-    def _refuse_variable_count(self, given, exactly=False):
-        """At the step: more trainable variables than this optimizer was built with (a subset
-        is fine: Keras optimizers take one), or, `exactly`, any other number."""
-        built = len(compat.built_variables(self))
-        if given > built or (exactly and given != built):
-            raise ValueError(
-                f"Lookahead: the step got {given} trainable variables, but this optimizer was "
-                f"built with {built}: a layer's `trainable` was changed after the optimizer "
-                "was built (compile the model again with a new optimizer: a built optimizer "
-                "keeps the variables it was built with), or the optimizer is given another "
-                "model's variables (give each model its own optimizer)."
-            )
 
     def stateless_apply(self, optimizer_variables, grads, trainable_variables):
         # Keras's JAX trainer: the step sees arrays, one per trainable variable of the model
         # at fit's start; Keras requires exactly the built count, and says so in terms of
         # `optimizer_variables`. Named here first.
         if self.built:
-            self._refuse_variable_count(len(trainable_variables), exactly=True)
+            checks.refuse_variable_count(self, len(trainable_variables), exactly=True)
         return super().stateless_apply(optimizer_variables, grads, trainable_variables)
 
     # -- state --------------------------------------------------------------------------------
@@ -446,9 +289,12 @@ class Lookahead(keras.optimizers.Optimizer):
         if self.built:
             return
         var_list = list(var_list)
-        self._check_multi_members()  # the members known so far, before anything is built
+        # The members of a MultiOptimizer inner known so far, before anything is built, and
+        # those a selector function made in build.
+        members = (self._inner, self._inner_state, self._alpha_mode, self._curvature)
+        checks.check_multi_members(*members)
         self._inner.build(var_list)
-        self._check_multi_members()  # and those a selector function made in build
+        checks.check_multi_members(*members)
         # One slow weight per trainable variable, placed like it (add_variable_from_reference).
         # It starts as the variable's current value so that `slow_weight` means something before
         # training; the value is captured again at the first applied update (_forms.py says how
@@ -486,28 +332,6 @@ class Lookahead(keras.optimizers.Optimizer):
                 (), initializer="zeros", dtype="float32", name="slow_step_size_estimate")
         super().build(var_list)
         self._state_changed()
-
-    def _check_multi_members(self):
-        """Refuses the members of a MultiOptimizer inner that Lookahead around it cannot count
-        or read correctly. Called before and after the inner's build: a selector function
-        makes its members there."""
-        multi = compat.innermost_multi(self._inner)  # also inside a LossScaleOptimizer
-        if multi is None:
-            return
-        for member in compat.multi_members(multi):
-            steps = getattr(member, "gradient_accumulation_steps", None)
-            if steps:
-                raise ValueError(
-                    f"Lookahead: member {member.name!r} of the MultiOptimizer "
-                    f"{multi.name!r} has gradient_accumulation_steps={steps}, but "
-                    "Lookahead around a MultiOptimizer counts the MultiOptimizer's steps "
-                    "(its iterations), every micro-step included. Put a Lookahead inside the "
-                    "MultiOptimizer instead, around that member, where it counts the member's "
-                    "applied updates."
-                )
-        policies.check_policy(self._inner, self._inner_state)
-        if self._alpha_mode == ADAPTIVE:
-            adaptive.check_curvature_source(self._inner, self._curvature)
 
     def _add_slot(self, variable, name, initializer, like=None):
         """A variable of `variable`'s shape and placement in the slow dtype: `variable`'s dtype
@@ -548,23 +372,14 @@ class Lookahead(keras.optimizers.Optimizer):
         While the model holds the slow weights (see `keras_lookahead.use_slow_weights`), this
         returns `variable` itself, which then holds them.
         """
-        if not self.built:
-            raise ValueError(
-                "Lookahead: slow_weight() needs a built optimizer; call "
-                "optimizer.build(model.trainable_variables) or train one step first."
-            )
-        index = compat.variable_index(self, variable)
-        if index is None:
-            raise ValueError(
-                f"Lookahead: slow_weight() got variable {getattr(variable, 'path', variable)!r}, "
-                "which this optimizer was not built with."
-            )
+        checks.require_built(self, "slow_weight()")
+        index = checks.built_index(self, variable, "slow_weight()")
         slow = self._slow_weights[index]
         if slow is not None and self._parked[index] is None and self.slow_weights_in_model():
             return variable
         return slow
 
-    # -- the model on the slow weights (callbacks.py is the public interface) -----------------
+    # -- the model on the slow weights (callbacks.py is the public interface; _swap.py) --------
 
     def slow_weights_in_model(self):
         """Whether the model variables hold the slow weights right now (reads one scalar).
@@ -577,107 +392,28 @@ class Lookahead(keras.optimizers.Optimizer):
         self._host_slow_in_model = bool(ops.convert_to_numpy(self._slow_in_model))
         return self._host_slow_in_model
 
-    def _swap_in(self):
-        """Puts the slow weights in the model, keeping the fast ones in the slow variables."""
-        if self.built and not self.slow_weights_in_model():
-            self._exchange(into_model=True)
-            self._slow_in_model.assign(1)
-            self._host_slow_in_model = True
-
-    def _swap_out(self):
-        """Puts the fast weights back in the model: the exact values, by assignment."""
-        if self.built and self.slow_weights_in_model():
-            self._exchange(into_model=False)
-            self._slow_in_model.assign(0)
-            self._host_slow_in_model = False
-
-    def _exchange(self, into_model):
-        """Exchanges the values of the model variables and their slow weights, exactly.
-
-        A slow weight of another dtype than its variable (float32 for a bfloat16 variable)
-        stays where it is, exact: going into the model, the fast weight is parked in a variable
-        of its own dtype and the model gets the slow weight, rounded; coming out, the parked
-        fast weight comes back.
-        """
-        for fast, slow, park in zip(self._built_variables(), self._slow_weights, self._parked):
-            if slow is None:
-                continue
-            if park is None:
-                held = ops.copy(fast)
-                fast.assign(slow)
-                slow.assign(held)
-            elif into_model:
-                park.assign(fast)
-                fast.assign(ops.cast(slow, fast.dtype))
-            else:
-                fast.assign(park)
-
-    def _refuse_training_on_slow_weights(self):
-        """Raises if the model holds the slow weights (an eager step: nothing can repair it).
-
-        The gradient was computed on the model's weights before `apply` runs; the callbacks and
-        traced TF steps restore the fast weights before that (_forms.py).
-        """
-        if self._host_slow_in_model is not False and self.slow_weights_in_model():
-            raise ValueError(
-                "Lookahead: a training step on the slow weights. The model holds the slow "
-                "weights (put there by SwapSlowWeights, or loaded from a checkpoint saved while "
-                "it held them), and this step's gradient was computed on them. Call "
-                "keras_lookahead.restore_fast_weights(model) before training, or pass "
-                "keras_lookahead.SwapSlowWeights() to fit."
-            )
-
     def load_own_variables(self, store):
         # Keras only warns and skips when a saved optimizer does not match; a Lookahead resumed
         # without its slow weights would silently restart from the fast ones, so refuse. An
         # optimizer not built yet (`load_weights` into a model compiled but not trained) is
         # skipped with a warning, as Keras does: there is nothing yet to load into.
         if not self.built:
-            warnings.warn(
-                f"Lookahead: the saved optimizer state ({len(store.keys())} variables) is not "
-                "loaded because this optimizer is not built yet; only the model's weights are. "
-                "To resume training, build it first (optimizer.build(model.trainable_variables)) "
-                "or use keras.models.load_model.",
-                stacklevel=2,
-            )
+            checks.warn_state_not_loaded(len(store.keys()))
             return
         keys = list(store.keys())
-        missing = [str(i) for i in range(len(keys)) if str(i) not in keys]
-        if missing:
-            raise ValueError(
-                f"Lookahead: the saved optimizer state is damaged: it has {len(keys)} "
-                f"variables, numbered {sorted(keys, key=lambda k: (len(k), k))}, with "
-                f"{', '.join(missing)} missing. Nothing was loaded."
-            )
+        checks.check_saved_keys(keys)
         self._assign_state([store[str(i)] for i in range(len(keys))],
                            "the saved optimizer state")
 
     def set_weights(self, weights):
         """Sets every value in `variables` (slow weights, cached momenta, the inner's state)."""
-        if not self.built:
-            raise ValueError(
-                "Lookahead: set_weights() needs a built optimizer; call "
-                "optimizer.build(model.trainable_variables) first."
-            )
+        checks.require_built(self, "set_weights()",
+                             "call optimizer.build(model.trainable_variables) first")
         self._assign_state(list(weights), "set_weights()")
 
     def _assign_state(self, values, source):
         """Checks count and shapes against `variables` before assigning anything."""
-        expected = self.variables
-        if len(values) != len(expected):
-            raise ValueError(
-                f"Lookahead: {source} has {len(values)} variables, but this "
-                f"Lookahead({type(self._inner).__name__}, inner_state={self._inner_state!r}) "
-                f"has {len(expected)}" + ("" if self.built else " (it is not built yet)")
-                + ". The state comes from a different optimizer configuration."
-            )
-        for i, (value, variable) in enumerate(zip(values, expected)):
-            if tuple(value.shape) != tuple(variable.shape):
-                raise ValueError(
-                    f"Lookahead: {source}: variable {i} has shape {tuple(value.shape)}, but "
-                    f"{variable.path} has shape {tuple(variable.shape)}."
-                )
-        for value, variable in zip(values, expected):
+        for value, variable in zip(values, checks.check_state(self, values, source)):
             variable.assign(value)
         self._state_changed()
         self._host_slow_in_model = None  # the loaded flag decides: read it at the next step
@@ -695,14 +431,12 @@ class Lookahead(keras.optimizers.Optimizer):
             return  # as Keras optimizers do: nothing to apply, nothing counted
         if not self.built:
             if trainable_variables is None:
-                raise ValueError(
-                    "Lookahead: apply() without trainable_variables needs a built optimizer; "
-                    "pass the variables on the first call or call build() first."
-                )
+                checks.require_built(self, "apply() without trainable_variables",
+                                     "pass the variables on the first call or call build() first")
             with keras.name_scope(self.name, caller=self):
                 self.build(trainable_variables)
         elif trainable_variables is not None:
-            self._refuse_variable_count(len(trainable_variables))
+            checks.refuse_variable_count(self, len(trainable_variables))
         self._form.step(grads, trainable_variables)
 
     # -- what the execution forms (_forms.py) call ---------------------------------------------
@@ -716,11 +450,11 @@ class Lookahead(keras.optimizers.Optimizer):
         """
         applied = ops.not_equal(after, before)
         if self._k_schedule is None:
-            since, done = since_sync_at(after, self._sync_period)
-            return sync_is_due(applied, since, self._sync_period), done
+            since, done = algorithm.since_sync_at(after, self._sync_period)
+            return algorithm.sync_is_due(applied, since, self._sync_period), done
         since = ops.add(ops.convert_to_tensor(self._since_sync), ops.cast(applied, "int32"))
         done = ops.copy(self._sync_count)  # a snapshot: the variable is written below
-        sync = sync_is_due(applied, since, self._k_at(done))
+        sync = algorithm.sync_is_due(applied, since, self._k_at(done))
         self._since_sync.assign(ops.where(sync, 0, since))
         self._sync_count.assign(ops.add(done, ops.cast(sync, "int32")))
         return sync, done
@@ -731,7 +465,8 @@ class Lookahead(keras.optimizers.Optimizer):
 
     def _k_at(self, syncs_done):
         """k from the schedule, rounded and clipped to [1, 2**30] (NaN: 2**30), as int32."""
-        k = _schedule_value(self._k_schedule, syncs_done, "sync_period", 1.0, MAX_SYNC_PERIOD)
+        k = checks.schedule_value(self._k_schedule, syncs_done, "sync_period", 1.0,
+                                  checks.MAX_SYNC_PERIOD)
         return ops.cast(ops.round(k), "int32")
 
     def _sync_alpha(self, grads, syncs_done, sync=None):
@@ -743,7 +478,8 @@ class Lookahead(keras.optimizers.Optimizer):
         if self._alpha_mode == "constant":
             return self._slow_step_size, None
         if self._alpha_mode == "schedule":
-            alpha = _schedule_value(self._slow_step_size, syncs_done, "slow_step_size", 0.0, 1.0)
+            alpha = checks.schedule_value(self._slow_step_size, syncs_done, "slow_step_size",
+                                          0.0, 1.0)
             return alpha, None
         if sync is None:
             estimate = adaptive.estimate(self, grads)
@@ -794,12 +530,7 @@ class Lookahead(keras.optimizers.Optimizer):
             return []
         moments = policies.first_moments(self._inner)
         n = len(self._slow_weights)  # one per variable; set in build before this is called
-        if len(moments) != n or all(m is None for m in moments):
-            raise ValueError(
-                f"Lookahead: inner_state={self._inner_state!r} needs one first-moment slot per "
-                f"variable, but {type(self._inner).__name__} has "
-                f"{sum(m is not None for m in moments)} for {n} variables."
-            )
+        checks.check_first_moments(self._inner_state, self._inner, moments, n)
         return moments
 
     def _sync_targets(self, trainable_variables):
@@ -837,78 +568,21 @@ class Lookahead(keras.optimizers.Optimizer):
     # -- config -------------------------------------------------------------------------------
 
     def get_config(self):
-        def value(v):
-            if isinstance(v, (int, float, str)) or v is None:
-                return v
-            return keras.saving.serialize_keras_object(v)
-
-        return {
+        return config_io.serialize({
             "name": self.name,
-            "optimizer": keras.saving.serialize_keras_object(self._inner),
-            "sync_period": value(self._sync_period),
-            "slow_step_size": value(self._slow_step_size),
+            "optimizer": self._inner,
+            "sync_period": self._sync_period,
+            "slow_step_size": self._slow_step_size,
             "inner_state": self._inner_state,
             "min_slow_step_size": self._min_slow_step_size,
-            "curvature": value(self._curvature),
+            "curvature": self._curvature,
             "slow_dtype": self._slow_dtype,
-        }
+        })
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
-        if not isinstance(config, dict) or "optimizer" not in config:
-            raise ValueError(
-                "Lookahead: from_config needs a dict with the inner optimizer under "
-                f"'optimizer' (as get_config writes it), got {config!r}."
-            )
-        config = dict(config)
-        optimizer = config.pop("optimizer")
-        if isinstance(optimizer, dict):
-            if not isinstance(optimizer.get("class_name"), str):
-                _resolve_optimizer(optimizer)  # raises, naming the argument
-            optimizer = _deserialize("optimizer", optimizer, custom_objects)
-        for key in ("sync_period", "slow_step_size", "curvature"):
-            if isinstance(config.get(key), dict):
-                config[key] = _deserialize_callable(key, config[key], custom_objects)
-        return cls(optimizer, **config)
-
-
-def _deserialize(argument, config, custom_objects):
-    """Keras's deserialization of a saved argument, its failures named after the argument."""
-    try:
-        return keras.saving.deserialize_keras_object(config, custom_objects=custom_objects)
-    except (TypeError, ValueError, KeyError, AttributeError) as e:
-        raise ValueError(
-            f"Lookahead: the saved {argument} {config!r} cannot be deserialized ({e})."
-        ) from None
-
-
-def _deserialize_callable(argument, config, custom_objects):
-    """A saved schedule or curvature hook, if it is one; anything else is refused.
-
-    The constructor calls a schedule (at 0 syncs), so loading a file must not produce an
-    arbitrary function: a config may name any function of the Keras namespace (say
-    `keras.config.set_epsilon`), and calling it would act on the whole process at load time.
-    Accepted: `LearningRateSchedule` objects, and callables the user vouched for by registering
-    them (`keras.saving.register_keras_serializable`) or passing them in `custom_objects`.
-    """
-    value = _deserialize(argument, config, custom_objects)
-    if isinstance(value, keras.optimizers.schedules.LearningRateSchedule):
-        return value
-    # The names the config gives the object, looked up where the user puts their own: the
-    # registry, `custom_objects` (also load_model's, which Keras passes as a scope).
-    names = {config.get("registered_name"), config.get("class_name")}
-    if isinstance(config.get("config"), str):
-        names.add(config["config"])  # a function's name
-    vouched = any(keras.saving.get_registered_object(n, custom_objects) is value
-                  for n in names - {None, "function"})
-    if not vouched:
-        raise ValueError(
-            f"Lookahead: the saved {argument} is {value!r}, which is not a schedule: only "
-            "keras.optimizers.schedules.LearningRateSchedule objects and callables registered "
-            "with keras.saving.register_keras_serializable (or passed in custom_objects) are "
-            "loaded, because Lookahead calls them. Register your schedule to load it."
-        )
-    return value
+        optimizer, arguments = config_io.arguments_of(config, custom_objects)
+        return cls(optimizer, **arguments)
 
 
 class _CurrentValue(keras.initializers.Initializer):
@@ -920,163 +594,3 @@ class _CurrentValue(keras.initializers.Initializer):
     def __call__(self, shape, dtype=None):
         # A copy: on torch the variable's tensor would otherwise become the slow weight's storage.
         return ops.cast(ops.copy(self._variable), dtype)
-
-
-def _resolve_optimizer(optimizer):
-    if isinstance(optimizer, keras.optimizers.Optimizer):
-        return optimizer
-    if isinstance(optimizer, dict) and not isinstance(optimizer.get("class_name"), str):
-        raise ValueError(
-            "Lookahead: optimizer, given as a config dict, needs a 'class_name' (e.g. "
-            f"{{'class_name': 'Adam', 'config': {{'learning_rate': 0.001}}}}), got {optimizer!r}."
-        )
-    if isinstance(optimizer, (str, dict)):
-        try:
-            return keras.optimizers.get(optimizer)
-        except (ValueError, TypeError, KeyError) as e:
-            raise ValueError(
-                f"Lookahead: optimizer={optimizer!r} is not a known optimizer identifier or "
-                f"config ({e})."
-            ) from None
-    raise ValueError(
-        "Lookahead: optimizer must be a keras.optimizers.Optimizer instance, a string "
-        "identifier such as 'adam', or a config dict; got "
-        f"{optimizer!r} ({type(optimizer).__name__})."
-    )
-
-
-def _schedule_value(schedule, syncs_done, argument, low, high):
-    """What a schedule returns for `syncs_done`, as a float32 scalar clipped to [low, high].
-
-    Read where the step needs it, on the device: it cannot raise there, so a value outside the
-    range is clipped and a NaN counts as `high` (α = 1: no step back; k: the longest period).
-    What cannot be a number at all is refused when the step is traced.
-    """
-    value = schedule(syncs_done)
-    if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        # A Python number is clipped on the host: 1e300 does not fit in a float32.
-        value = float(value)
-        value = high if math.isnan(value) else min(max(value, low), high)
-        return ops.convert_to_tensor(value, "float32")
-    try:
-        value = ops.cast(value, "float32")
-    except Exception as e:  # whatever the backend raises for a non-number
-        raise TypeError(
-            f"Lookahead: the {argument} schedule {schedule!r} returned {value!r} "
-            f"({type(value).__name__}); it must return a number ({e})."
-        ) from None
-    if len(value.shape) != 0:
-        raise ValueError(
-            f"Lookahead: the {argument} schedule {schedule!r} returned a tensor of shape "
-            f"{tuple(value.shape)}; it must return a scalar."
-        )
-    return ops.where(ops.isnan(value), high, ops.clip(value, low, high))
-
-
-def _at_zero(schedule, argument):
-    """A schedule's value for 0 syncs done, evaluated now to catch a wrong schedule early."""
-    try:
-        return float(ops.convert_to_numpy(schedule(0)))
-    except Exception as e:  # a schedule may fail in any way; say which argument it was
-        raise ValueError(
-            f"Lookahead: {argument}={schedule!r} could not be evaluated at 0 syncs ({e!r})."
-        ) from None
-
-
-def _check_sync_period(k):
-    if callable(k):
-        at_zero = _at_zero(k, "sync_period")
-        if not (1 <= at_zero <= MAX_SYNC_PERIOD and at_zero == round(at_zero)):
-            raise ValueError(
-                f"Lookahead: sync_period schedule {k!r} must return integers >= 1 (at most "
-                f"2**30); it returns {at_zero!r} at 0 syncs."
-            )
-        return k
-    if (isinstance(k, bool) or not isinstance(k, numbers.Integral)
-            or not 1 <= k <= MAX_SYNC_PERIOD):
-        raise ValueError(
-            f"Lookahead: sync_period must be an integer in [1, 2**30] or a schedule (a "
-            f"callable of the number of syncs done), got {k!r}."
-        )
-    return int(k)
-
-
-def _check_slow_step_size(alpha):
-    if isinstance(alpha, str):
-        if alpha != ADAPTIVE:
-            raise ValueError(
-                "Lookahead: slow_step_size must be a float in (0, 1], a schedule or "
-                f"'adaptive', got {alpha!r}."
-            )
-        return alpha
-    if callable(alpha):
-        at_zero = _at_zero(alpha, "slow_step_size")
-        if not 0 < at_zero <= 1:
-            raise ValueError(
-                f"Lookahead: slow_step_size schedule {alpha!r} must return values in (0, 1]; "
-                f"it returns {at_zero!r} at 0 syncs."
-            )
-        return alpha
-    if not _is_fraction(alpha):
-        raise ValueError(
-            "Lookahead: slow_step_size must be a float in (0, 1], a schedule or 'adaptive', "
-            f"got {alpha!r}."
-        )
-    return float(alpha)
-
-
-def _is_fraction(value):
-    """A real number (not a bool) in (0, 1]."""
-    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
-            and not math.isnan(value) and 0 < value <= 1)
-
-
-def _check_adaptive_options(inner, slow_step_size, min_slow_step_size, curvature):
-    """Validates α_low and the curvature hook; returns α_low (None unless adaptive)."""
-    if slow_step_size != ADAPTIVE:
-        for name, value in (("min_slow_step_size", min_slow_step_size),
-                            ("curvature", curvature)):
-            if value is not None:
-                raise ValueError(
-                    f"Lookahead: {name}={value!r} applies only to slow_step_size='adaptive', "
-                    f"but slow_step_size={slow_step_size!r}."
-                )
-        return None
-    if compat.is_wrapper(inner):
-        raise ValueError(
-            f"Lookahead: slow_step_size='adaptive' needs unscaled gradients, but the inner "
-            f"optimizer is a {type(inner).__name__} wrapping another. Wrap the other way: "
-            "LossScaleOptimizer(Lookahead(...)), which Keras builds itself under a "
-            "mixed_float16 policy."
-        )
-    adaptive.check_curvature_source(inner, curvature)
-    if min_slow_step_size is None:
-        return 0.5
-    if not _is_fraction(min_slow_step_size):
-        raise ValueError(
-            "Lookahead: min_slow_step_size must be a float in (0, 1], got "
-            f"{min_slow_step_size!r}."
-        )
-    return float(min_slow_step_size)
-
-
-def _check_kwargs(kwargs):
-    for key, value in kwargs.items():
-        if key not in _BASE_OPTIONS:
-            raise ValueError(
-                f"Lookahead: unknown argument {key}={value!r}. Lookahead takes optimizer, "
-                "sync_period, slow_step_size, inner_state, min_slow_step_size, curvature and "
-                "name."
-            )
-        default = _BASE_OPTIONS[key]
-        # Only the default itself, or an equal Python scalar, is accepted: `value != default`
-        # would be ambiguous for an array.
-        at_default = value is default or (
-            isinstance(value, (bool, int, float)) and isinstance(default, (bool, int, float))
-            and value == default)
-        if not at_default:
-            raise ValueError(
-                f"Lookahead: {key}={value!r} is an option of the inner optimizer; set it "
-                f"there, e.g. Lookahead(keras.optimizers.Adam({key}={value!r})). On the "
-                "wrapper it would be applied twice or not at all."
-            )

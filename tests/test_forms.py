@@ -11,7 +11,7 @@ import keras
 from keras import ops
 
 from keras_lookahead import Lookahead, _forms
-from keras_lookahead import lookahead as algorithm
+from keras_lookahead import algorithm
 from tests.execution_modes import BACKEND, MODES, make_step, tf_only
 
 
