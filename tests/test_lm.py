@@ -413,20 +413,22 @@ def test_evaluation_sums_cross_entropy_over_every_token_of_the_split():
 
 # -- the sweep (benchmarks/lm/run.py) --------------------------------------------------------------
 
-def _fake_record(folder, optimizer, lr, seed, test_ppl, k=5, alpha=0.5, name=None):
-    """A finished run's record as train.py writes it, with chosen perplexities, in
-    folder/name (by default, the grid's name for it)."""
+def _fake_record(folder, optimizer, lr, seed, test_ppl, k=5, alpha=0.5, name=None,
+                 profile="cpu", source="synthetic"):
+    """A finished run's record as train.py writes it, with chosen perplexities (validation:
+    the test perplexity at the last of three epochs), in folder/name (by default, the grid's
+    name for it)."""
     import json
 
     from benchmarks.lm import train
 
-    args = vars(train.parse_args(["--synthetic", "100", "--profile", "cpu", "--optimizer",
+    args = vars(train.parse_args(["--synthetic", "100", "--profile", profile, "--optimizer",
                                   optimizer, "--lr", str(lr), "--seed", str(seed), "--k",
                                   str(k), "--alpha", str(alpha)]))
     epochs = [{"epoch": i + 1, "loss": 5.0 - i, "valid_ppl": test_ppl + 3 - i, "lr": lr,
                "windows": 10, "seconds": 30.0, "improved": True, "waited": 0}
               for i in range(3)]
-    record = {"args": args, "source": "synthetic", "vocab_size": 50, "params": 1234,
+    record = {"args": args, "source": source, "vocab_size": 50, "params": 1234,
               "tokens": {"train": 80, "valid": 10, "test": 10}, "epochs": epochs,
               "best_epoch": 3, "valid_ppl": epochs[-1]["valid_ppl"], "test_ppl": test_ppl}
     name = name or f"{optimizer}-lr{lr}-k{k}-a{alpha}-s{seed}"
@@ -531,3 +533,94 @@ def test_sweep_keeps_finished_runs_resumes_a_stopped_one_and_reports(tmp_path, c
     report = (tmp_path / "lm.md").read_text()
     assert "| Polyak(SGD) lr 30 | 1 | 42.00 ± 0.00 |" in report
     assert f"| Adam lr 0.01 | 1 | {test_ppl:.2f} ± 0.00 |" in report
+
+
+@pytest.mark.backend_independent
+def test_a_run_stops_after_stop_patience_epochs_without_improvement():
+    from benchmarks.lm import train
+
+    def epochs(*improved):
+        return {"epochs": [{"improved": i} for i in improved]}
+
+    assert train.plateaued(epochs(True, False, False), 2)
+    assert not train.plateaued(epochs(False, True, False), 2)  # improved one epoch ago
+    assert not train.plateaued(epochs(False), 2)  # fewer epochs than the patience
+    assert not train.plateaued(epochs(False, False, False), 0)  # 0: every epoch runs
+    long = train.parse_args(["--profile", "cpu-long", "--data-dir", "x"])
+    short = train.parse_args(["--profile", "cpu", "--data-dir", "x"])
+    assert (long.epochs, long.patience, long.stop_patience) == (15, 1, 3)
+    assert short.stop_patience == 0 and long.batch_size == short.batch_size
+    assert awd.PROFILES["cpu-long"] == awd.PROFILES["cpu"]  # the same model, trained longer
+
+
+def test_a_run_stopped_by_the_plateau_rule_ends_and_says_so(tmp_path):
+    import json
+
+    run_dir = tmp_path / "run"
+    _train(run_dir, "--epochs", "2", "--stop-patience", "2")
+    # As if the first epoch had been perfect (perplexity 1, which no epoch can go below) and
+    # the second no better: the next epoch cannot improve either, so the run stops after it.
+    path = run_dir / "record.json"
+    record = json.loads(path.read_text())
+    record["epochs"][0]["valid_ppl"], record["epochs"][1]["improved"] = 1.0, False
+    path.write_text(json.dumps(record))
+    record = _train(run_dir, "--epochs", "8", "--stop-patience", "2", "--resume")
+    assert [e["improved"] for e in record["epochs"]] == [True, False, False]
+    assert record["stopped"] == "plateau" and record["best_epoch"] == 1
+    assert _train(tmp_path / "capped", "--epochs", "1")["stopped"] == "epoch cap (1)"
+
+
+@pytest.mark.backend_independent
+def test_cpu_long_runs_each_optimizer_at_its_best_grid_rate(tmp_path):
+    import json
+
+    from benchmarks.lm import run
+
+    folder = tmp_path / "lm" / "runs" / "cpu-long"
+    args = argparse.Namespace(profile="cpu-long", suite="main", seeds=2, adam_lrs="0.01")
+    grid = [name for name, _ in run.runs_for(args)]  # before the grid: the grid itself
+    assert len(grid) == 3 * 2 + 2 * 3 and all(n.endswith("-s0") for n in grid)
+    # the grid on seed 0, validation perplexity = test + 1 at the last epoch (_fake_record):
+    # SGD best at 10, Lookahead(SGD) at 30, Polyak(SGD) a tie (the lower rate, 10), Adam at
+    # 0.003, Lookahead(Adam) at 0.01
+    ppl = {("sgd", 10): 90, ("sgd", 30): 95, ("lookahead-sgd", 10): 92,
+           ("lookahead-sgd", 30): 88, ("polyak-sgd", 10): 91, ("polyak-sgd", 30): 91,
+           ("adam", 0.001): 99, ("adam", 0.003): 85, ("adam", 0.01): 87,
+           ("lookahead-adam", 0.001): 98, ("lookahead-adam", 0.003): 86,
+           ("lookahead-adam", 0.01): 84}
+    for (opt, lr), value in ppl.items():
+        if (opt, lr) != ("lookahead-adam", 0.01):
+            _fake_record(folder, opt, lr, 0, value, name=f"{opt}-lr{lr:g}-s0",
+                         profile="cpu-long", source="ptb")
+    records = run.load_records(argparse.Namespace(**vars(args), out=str(tmp_path)))
+    # one grid point missing: no best rate for its optimizer yet
+    assert run.best_rates(args, records) == {"sgd": 10, "lookahead-sgd": 30, "polyak-sgd": 10,
+                                             "adam": 0.003}
+    _fake_record(folder, "lookahead-adam", 0.01, 0, 84, name="lookahead-adam-lr0.01-s0",
+                 profile="cpu-long", source="ptb")
+    records = run.load_records(argparse.Namespace(**vars(args), out=str(tmp_path)))
+    best = {o: f"{lr:g}" for o, lr in run.best_rates(args, records).items()}
+    assert [n for n, _ in run.runs_for(args, best)] == [
+        "sgd-lr10-s0", "lookahead-sgd-lr30-s0", "polyak-sgd-lr10-s0", "adam-lr0.003-s0",
+        "lookahead-adam-lr0.01-s0", "sgd-lr10-s1", "lookahead-sgd-lr30-s1", "polyak-sgd-lr10-s1",
+        "adam-lr0.003-s1", "lookahead-adam-lr0.01-s1"]
+    k_alpha = [n for n, _ in run.runs_for(argparse.Namespace(**{**vars(args), "suite":
+                                                              "k-alpha"}), best)]
+    assert "lookahead-sgd-lr30-k20-a0.8-s0" in k_alpha and "lookahead-adam-lr0.01-k10-a0.5-s0" \
+        in k_alpha and len(k_alpha) == 2 * (3 * 2 - 1)
+    _fake_record(folder, "sgd", 10, 1, 80, name="sgd-lr10-s1", profile="cpu-long",
+                 source="ptb")
+    run.main(["--profile", "cpu-long", "--seeds", "2", "--report", "--out", str(tmp_path)])
+    report = (tmp_path / "lm_cpu_long.md").read_text()
+    assert "at the rate of its best validation perplexity on seed 0" in report
+    assert "| SGD lr 10 | 2 | 85.00 ± 7.07 |" in report  # seeds 90 and 80
+    assert "| Lookahead(Adam) lr 0.01 | 1 | 84.00 ± 0.00 |" in report
+    # the runs still to do, named; the baseline beside the published LSTMs (85 − 114.5 ...)
+    assert ("4 runs of the main comparison (2 seeds) not finished yet: "
+            "lookahead-sgd-lr30-s1, polyak-sgd-lr10-s1, adam-lr0.003-s1, "
+            "lookahead-adam-lr0.01-s1") in report
+    assert "| Zaremba et al. 2014, 2 × 200 LSTM, no dropout | 5M | 114.5 | -29.50 |" in report
+    assert "| Merity et al. 2018, AWD-LSTM 3 × 1150, fine-tuned | 24M | 57.3 | +27.70 |" in report
+    assert "0 of these 6 runs ended on the plateau rule, 6 at the cap of 15 epochs." in report
+    assert json.loads((tmp_path / "lm_cpu_long.json").read_text())["profile"] == "cpu-long"
+    assert not (tmp_path / "lm.md").exists()  # the cpu profile's report is left alone

@@ -29,6 +29,7 @@ PROFILES = {
     "cpu": dict(layers=2, hidden=256, embedding=128, dropout_e=0.1, dropout_i=0.4,
                 dropout_h=0.25, dropout_o=0.4, weight_drop=0.5, ar=2.0, tar=1.0),
 }
+PROFILES["cpu-long"] = PROFILES["cpu"]  # the same model, trained to a plateau (train.py)
 
 
 def _check_rate(name, rate):
@@ -215,7 +216,7 @@ class AWDLSTM(keras.Model):
 
 
 def build(vocab_size, profile, batch_size, seed=0, **overrides):
-    """The AWD-LSTM of `profile` ("paper", "cpu"), built for `batch_size` parallel streams."""
+    """The AWD-LSTM of `profile` (a key of PROFILES), built for `batch_size` parallel streams."""
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {sorted(PROFILES)}, got {profile!r}")
     model = AWDLSTM(vocab_size, seed=seed, **{**PROFILES[profile], **overrides})

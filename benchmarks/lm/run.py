@@ -5,7 +5,8 @@ and training and validation curves.
 Each run is one process of benchmarks/lm/train.py with its own folder under
 benchmarks/results/lm/runs/<profile>/; a run whose record.json holds a test perplexity is not
 redone, and one stopped part-way is resumed from its last epoch. The report,
-benchmarks/results/lm.md with lm_curves.png and lm.json, is rewritten from every record present.
+benchmarks/results/lm.md with lm_curves.png and lm.json, is rewritten from every record present
+(for a profile other than cpu: lm_<profile>.md and so on, e.g. lm_cpu_long.md).
 
     python -m benchmarks.lm.run --data-dir ../shared/data/multi30k    # CPU profile, 3 seeds
     python -m benchmarks.lm.run --suite lr-grid --data-dir ../shared/data/multi30k
@@ -46,7 +47,19 @@ GRIDS = {
               ("0.1", "0.03", "0.01", "0.003", "0.001", "0.0003", "0.0001"),
               ("5", "10", "20"), ("0.2", "0.5", "0.8")),
     "cpu": (("10", "30"), ("0.001", "0.003", "0.01", "0.03"), ("5", "10", "20"), ("0.5", "0.8")),
+    "cpu-long": (("10", "30"), ("0.001", "0.003", "0.01"), ("5", "10", "20"), ("0.5", "0.8")),
 }
+# Profiles whose main comparison runs each optimizer at its own best rate: the grid covers all
+# five optimizers on seed 0 (each the grid of its inner optimizer), and the rate with the best
+# validation perplexity there is the one the other seeds run.
+BEST_RATES = ("cpu-long",)
+# Published test perplexities of LSTM language models on PTB, to place our SGD baseline:
+# (model, parameters, test perplexity). Zaremba et al. 2014 (SGD, no dropout / dropout) and
+# Merity et al. 2018 (AWD-LSTM, NT-ASGD, before fine-tuning and the cache: 58.8; with
+# fine-tuning 57.3).
+ANCHORS = [("Zaremba et al. 2014, 2 × 200 LSTM, no dropout", "5M", 114.5),
+           ("Zaremba et al. 2014, 2 × 650 LSTM, dropout", "20M", 82.7),
+           ("Merity et al. 2018, AWD-LSTM 3 × 1150, fine-tuned", "24M", 57.3)]
 
 # Published test perplexities on Penn Treebank, for reading beside ours (never mixed into them).
 # Zhang et al. 2019, Table 3: AWD-LSTM (3 x 1150) on PTB, the paper's tuned rates.
@@ -59,25 +72,45 @@ REPRODUCTION = [("SGD, lr 30", "63.96", "64.59"), ("Adam, lr 0.005 (its best for
                 ("Adam, lr 0.01", "63.44", "60.92")]
 
 
-def runs_for(args):
-    """(name, extra arguments) of every run of the chosen suites."""
+def _run(opt, lr, seed):
+    return (f"{opt}-lr{lr}-s{seed}", ["--optimizer", opt, "--lr", lr, "--seed", str(seed)])
+
+
+def runs_for(args, best=None):
+    """(name, extra arguments) of every run of the chosen suites.
+
+    On a profile of BEST_RATES the main suite needs `best` ({optimizer: its best rate on the
+    grid, as a string}); without it, the main suite is the grid it chooses from."""
     sgd_grid, adam_grid, ks, alphas = GRIDS[args.profile]
     adam_lrs = args.adam_lrs.split(",")
+    picks = args.profile in BEST_RATES
+    grid_opts = (("sgd", sgd_grid), ("lookahead-sgd", sgd_grid), ("polyak-sgd", sgd_grid),
+                 ("adam", adam_grid), ("lookahead-adam", adam_grid)) if picks else (
+                     ("sgd", sgd_grid), ("adam", adam_grid))
+    grid = [_run(opt, lr, 0) for opt, rates in grid_opts for lr in rates]
     runs = []
     if args.suite in ("main", "all"):
-        configs = [("sgd", SGD_LR), ("lookahead-sgd", SGD_LR), ("polyak-sgd", SGD_LR)]
-        for lr in adam_lrs:
-            configs += [("adam", lr), ("lookahead-adam", lr)]
-        for seed in range(args.seeds):
-            for opt, lr in configs:
-                runs.append((f"{opt}-lr{lr}-s{seed}",
-                             ["--optimizer", opt, "--lr", lr, "--seed", str(seed)]))
+        if picks and best is None:
+            runs += grid
+        elif picks:
+            runs += [_run(opt, best[opt], seed) for seed in range(args.seeds)
+                     for opt in LABELS if opt in best]
+        else:
+            configs = [("sgd", SGD_LR), ("lookahead-sgd", SGD_LR), ("polyak-sgd", SGD_LR)]
+            for lr in adam_lrs:
+                configs += [("adam", lr), ("lookahead-adam", lr)]
+            runs += [_run(opt, lr, seed) for seed in range(args.seeds) for opt, lr in configs]
     if args.suite in ("lr-grid", "all"):
-        for opt, grid in (("sgd", sgd_grid), ("adam", adam_grid)):
-            runs += [(f"{opt}-lr{lr}-s0", ["--optimizer", opt, "--lr", lr, "--seed", "0"])
-                     for lr in grid]
+        runs += grid
     if args.suite in ("k-alpha", "all"):
-        for opt, lr in (("lookahead-sgd", SGD_LR), ("lookahead-adam", adam_lrs[0])):
+        if not picks:
+            k_alpha = (("lookahead-sgd", SGD_LR), ("lookahead-adam", adam_lrs[0]))
+        elif best is None:  # the grid first: its best rates are the ones the k × α grid takes
+            k_alpha, runs = (), runs + grid
+        else:
+            k_alpha = [(opt, best[opt]) for opt in ("lookahead-sgd", "lookahead-adam")
+                       if opt in best]
+        for opt, lr in k_alpha:
             for k in ks:
                 for alpha in alphas:
                     if (k, alpha) != ("5", "0.5"):  # the main suite's setting
@@ -121,6 +154,25 @@ def run_all(args):
                 f"validation {r['valid_ppl']:.2f})")
 
     run_sweep(runs_for(args), command, record, summary, folder, h.ROOT, done=_finished)
+    if args.profile in BEST_RATES and args.suite != "lr-grid":
+        # the grid is done: the other seeds (and the k × α grid) at each optimizer's best rate
+        best = {opt: f"{lr:g}" for opt, lr in best_rates(args, load_records(args)).items()}
+        run_sweep(runs_for(args, best), command, record, summary, folder, h.ROOT,
+                  done=_finished)
+
+
+def best_rates(args, records):
+    """{optimizer: the rate of its best validation perplexity on seed 0 (k=5, α=0.5)}, for the
+    optimizers whose whole grid has finished."""
+    sgd_grid, adam_grid = GRIDS[args.profile][:2]
+    best = {}
+    for opt in LABELS:
+        grid = sgd_grid if opt.endswith("sgd") else adam_grid
+        found = {lr: r for r in records.values() for lr in grid
+                 if _config(r) == (opt, float(lr), 5, 0.5) and r["args"]["seed"] == 0}
+        if len(found) == len(grid):  # ties: the lower rate
+            best[opt] = float(min(grid, key=lambda lr: (found[lr]["valid_ppl"], float(lr))))
+    return best
 
 
 # -- report ------------------------------------------------------------------------------------
@@ -144,17 +196,20 @@ def _label(opt, lr, k=None, alpha=None):
     return f"{LABELS[opt]} lr {lr:g}{extra}"
 
 
-def main_configs(args):
+def main_configs(args, records):
     """The main suite's (optimizer, lr, k, alpha), in its order."""
-    configs = [(opt, float(SGD_LR)) for opt in ("sgd", "lookahead-sgd", "polyak-sgd")]
-    for lr in args.adam_lrs.split(","):
-        configs += [("adam", float(lr)), ("lookahead-adam", float(lr))]
+    if args.profile in BEST_RATES:
+        configs = list(best_rates(args, records).items())
+    else:
+        configs = [(opt, float(SGD_LR)) for opt in ("sgd", "lookahead-sgd", "polyak-sgd")]
+        for lr in args.adam_lrs.split(","):
+            configs += [("adam", float(lr)), ("lookahead-adam", float(lr))]
     return [(opt, lr, 5, 0.5) for opt, lr in configs]
 
 
 def main_groups(args, records):
     """{config: [records by seed]} of the main suite's configurations that have records."""
-    groups = {c: [] for c in main_configs(args)}
+    groups = {c: [] for c in main_configs(args, records)}
     for r in records.values():
         if _config(r) in groups:
             groups[_config(r)].append(r)
@@ -194,9 +249,50 @@ def plot_curves(groups, path, source):
     fig.savefig(path, dpi=110)
 
 
+def _missing(args, records):
+    """A line naming the main comparison's runs that have no finished record yet."""
+    main = argparse.Namespace(**{**vars(args), "suite": "main"})
+    best = None
+    if args.profile in BEST_RATES:
+        found = best_rates(args, records)
+        best = {opt: f"{lr:g}" for opt, lr in found.items()} if len(found) == len(LABELS) else None
+    names = [n for n, _ in runs_for(main, best)]
+    if best is None and args.profile in BEST_RATES and args.seeds > 1:
+        names.append(f"seeds 1–{args.seeds - 1} of each optimizer (at rates the grid picks)")
+    missing = [n for n in names if n not in records]
+    if not missing:
+        return []
+    return [f"**A partial sweep**: {len(missing)} run{'s' if len(missing) > 1 else ''} of the "
+            f"main comparison ({args.seeds} seeds) not finished yet: {', '.join(missing)}.", ""]
+
+
+def _stop_rule(a):
+    """The stopping rule in words, and which runs it ended ('' for a run of every epoch)."""
+    if not a.get("stop_patience"):
+        return ""
+    return (f" at most, a run stopped once {a['stop_patience']} epochs in a row brought no "
+            "better validation perplexity")
+
+
+def _anchor(groups, first):
+    """Our SGD baseline beside published LSTM perplexities on PTB (only on PTB)."""
+    sgd = next((recs for (opt, *_), recs in groups.items() if opt == "sgd"), None)
+    if first["source"] != "ptb" or not sgd:
+        return []
+    mean = statistics.mean(r["test_ppl"] for r in sgd)
+    lines = ["## Where the SGD baseline stands", "",
+             f"Our SGD baseline ({first['params'] / 1e6:.1f}M parameters): test perplexity "
+             f"{mean:.2f} (mean of {len(sgd)} seed{'s' if len(sgd) > 1 else ''}). Published "
+             "LSTM language models on the same PTB:", "",
+             "| model | parameters | test perplexity | ours minus it |", "|---|---|---|---|"]
+    lines += [f"| {model} | {size} | {ppl} | {mean - ppl:+.2f} |" for model, size, ppl in ANCHORS]
+    return lines + [""]
+
+
 def write_report(args):
     from benchmarks.lm import model as awd  # imports Keras: not in the sweep's own process
 
+    name = "lm" if args.profile == "cpu" else "lm_" + args.profile.replace("-", "_")
     records = load_records(args)
     if not records:
         raise SystemExit(f"no finished runs under {folder_of(args)}")
@@ -223,14 +319,18 @@ def write_report(args):
         f"{size['hidden']}, embeddings of {size['embedding']} tied to the softmax, "
         f"{first['params']:,} parameters; benchmarks/lm/model.py), batch {a['batch_size']}, "
         f"windows of {a['bptt']}{' (random lengths)' if a['variable_bptt'] else ''}, "
-        f"{a['epochs']} epochs, gradient norm clipped at {a['clipnorm']}, weight decay "
-        f"{a['weight_decay']}, the rate halved after {a['patience']} "
+        f"{a['epochs']} epochs{_stop_rule(a)}, gradient norm clipped at {a['clipnorm']}, "
+        f"weight decay {a['weight_decay']}, the rate halved after {a['patience']} "
         f"epoch{'s' if a['patience'] > 1 else ''} without a better "
-        "validation perplexity. Lookahead k=5, α=0.5 unless a row says otherwise; Polyak: the "
+        "validation perplexity. "
+        + ("Each optimizer runs at the rate of its best validation perplexity on seed 0 among "
+           "the grid's (below). " if args.profile in BEST_RATES else "")
+        + "Lookahead k=5, α=0.5 unless a row says otherwise; Polyak: the "
         f"uniform average of the weights after every step from epoch {polyak_from} "
         "on. Every perplexity is evaluated on the weights the method reports (the slow "
         "weights, the average), at the epoch of best validation perplexity; it is exp of the "
         "mean cross-entropy per token over the whole split, `<eos>` included.", ""]
+    lines += _missing(args, records)
     summary = {}
     if groups:
         lines += ["## Main comparison", "",
@@ -267,8 +367,13 @@ def write_report(args):
                 m, s = _mean_std(diffs)
                 lines.append(f"- {LABELS[la]} − {LABELS[inner]} at lr {config[1]:g}: "
                              f"{m:+.2f} ± {s:.2f} ({better} of {len(diffs)} seeds lower)")
-        lines += ["", "![curves](lm_curves.png)", ""]
-        plot_curves(groups, os.path.join(args.out, "lm_curves.png"), source)
+        if a.get("stop_patience"):
+            ended = [r.get("stopped", "") for recs in groups.values() for r in recs]
+            plateau = sum(e == "plateau" for e in ended)
+            lines += ["", f"{plateau} of these {len(ended)} runs ended on the plateau rule, "
+                      f"{len(ended) - plateau} at the cap of {a['epochs']} epochs."]
+        lines += ["", f"![curves]({name}_curves.png)", ""]
+        plot_curves(groups, os.path.join(args.out, f"{name}_curves.png"), source)
     grid = [r for r in records.values() if r["args"]["seed"] == 0]
     if any(_config(r) not in groups for r in grid):  # the grid suite ran
         lines += ["## Grid (seed 0)", "", "| optimizer | lr | k | α | test perplexity | "
@@ -282,6 +387,7 @@ def write_report(args):
                          f"{ra['k'] if la else '–'} | {ra['alpha'] if la else '–'} | "
                          f"{r['test_ppl']:.2f} | {r['valid_ppl']:.2f} | {r['best_epoch']} |")
         lines.append("")
+    lines += _anchor(groups, first)
     lines += ["## Published numbers, for reading beside ours", "",
               "Test perplexity on Penn Treebank with the full AWD-LSTM (3 × 1150, 24M "
               "parameters, hundreds of epochs on an accelerator).", "",
@@ -294,19 +400,19 @@ def write_report(args):
               for setting, inner, la in REPRODUCTION]
     lines.append("")
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "lm.md"), "w") as f:
+    with open(os.path.join(args.out, f"{name}.md"), "w") as f:
         f.write("\n".join(lines))
-    h.write_json(os.path.join(args.out, "lm.json"), {
+    h.write_json(os.path.join(args.out, f"{name}.json"), {
         "profile": args.profile, "source": first["source"], "summary": summary,
         "runs": {n: {"args": r["args"], "test_ppl": r["test_ppl"], "valid_ppl": r["valid_ppl"],
                      "best_epoch": r["best_epoch"], "epochs": r["epochs"]}
                  for n, r in records.items()}})
-    h.progress(f"wrote {os.path.join(args.out, 'lm.md')}")
+    h.progress(f"wrote {os.path.join(args.out, name + '.md')}")
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--profile", default="cpu", choices=("cpu", "paper"))
+    p.add_argument("--profile", default="cpu", choices=sorted(GRIDS))
     p.add_argument("--suite", default="main", choices=("main", "lr-grid", "k-alpha", "all"))
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--adam-lrs", default="0.01,0.003",

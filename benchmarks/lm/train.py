@@ -19,6 +19,10 @@ Profiles (every value can be overridden):
 - cpu: 2 layers of 256, embeddings of 128, batch 40, windows of 35, 3 epochs, halving after 1
   epoch without improvement (sized so that run.py's main sweep, 21 runs of about 2 minutes,
   takes about 45 minutes on 2 cores).
+- cpu-long: the cpu model and batches trained to a plateau: the rate halved after each epoch
+  without a better validation perplexity, the run stopped after 3 such epochs in a row
+  (--stop-patience) or at 15 epochs; about 30 minutes a run on PTB on 2 cores. The record says
+  which ended it ("stopped").
 
 Optimizers: sgd (no momentum, as AWD-LSTM), adam, lookahead-sgd and lookahead-adam (--k,
 --alpha; evaluated on the slow weights), and polyak-sgd: SGD evaluated on the uniform average of
@@ -52,11 +56,18 @@ from benchmarks.lm import data as lm_data  # noqa: E402
 from examples import _distribute  # noqa: E402
 from examples._args import fill_from_profile, require_counts  # noqa: E402
 
+# patience: epochs without a better validation perplexity before the rate is halved;
+# stop_patience: epochs in a row without one before the run stops (0: it runs every epoch).
+# "cpu-long" trains the cpu model to a plateau: halved after each epoch without improvement,
+# stopped after 3 in a row (the rate then an eighth of what it was at the best epoch) or at
+# 15 epochs, about 30 minutes on PTB on two cores.
 PROFILES = {
     "paper": dict(batch_size=80, bptt=70, variable_bptt=True, epochs=750, patience=15,
-                  clipnorm=0.25, weight_decay=1.2e-6),
+                  stop_patience=0, clipnorm=0.25, weight_decay=1.2e-6),
     "cpu": dict(batch_size=40, bptt=35, variable_bptt=False, epochs=3, patience=1,
-                clipnorm=0.25, weight_decay=1.2e-6),
+                stop_patience=0, clipnorm=0.25, weight_decay=1.2e-6),
+    "cpu-long": dict(batch_size=40, bptt=35, variable_bptt=False, epochs=15, patience=1,
+                     stop_patience=3, clipnorm=0.25, weight_decay=1.2e-6),
 }
 OPTIMIZERS = ("sgd", "adam", "lookahead-sgd", "lookahead-adam", "polyak-sgd")
 DEFAULT_LR = {"sgd": 30.0, "adam": 0.003}  # AWD-LSTM's SGD rate; Adam: see run.py's grid
@@ -65,7 +76,7 @@ SYNTHETIC_VOCAB = 50
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--profile", choices=("paper", "cpu"), default="paper")
+    p.add_argument("--profile", choices=sorted(PROFILES), default="paper")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="lookahead-sgd")
     p.add_argument("--data-dir", help="PTB files or Multi30k (see above)")
     p.add_argument("--synthetic", type=int, default=0, metavar="TOKENS",
@@ -74,7 +85,7 @@ def parse_args(argv=None):
     p.add_argument("--resume", action="store_true",
                    help="continue from --run-dir's checkpoint (refused if there is none)")
     for name, kind in (("batch_size", int), ("bptt", int), ("epochs", int), ("patience", int),
-                       ("clipnorm", float), ("weight_decay", float)):
+                       ("stop_patience", int), ("clipnorm", float), ("weight_decay", float)):
         p.add_argument("--" + name.replace("_", "-"), type=kind, help="default: the profile's")
     p.add_argument("--variable-bptt", type=int, choices=(0, 1),
                    help="1: AWD-LSTM's random window lengths (default: the profile's)")
@@ -92,7 +103,7 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     fill_from_profile(args, PROFILES[args.profile])
     require_counts(p, args, positive=("batch_size", "bptt", "epochs", "patience", "k"),
-                   non_negative=("synthetic",))
+                   non_negative=("synthetic", "stop_patience"))
     for name in ("layers", "hidden", "embedding"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -254,8 +265,8 @@ def random_states(model):
 
 # What a resumed run must share with the run it continues.
 _SAME_FOR_RESUME = ("profile", "optimizer", "data_dir", "synthetic", "batch_size", "bptt",
-                    "variable_bptt", "patience", "clipnorm", "weight_decay", "layers",
-                    "hidden", "embedding", "lr", "k", "alpha", "polyak_start", "seed")
+                    "variable_bptt", "patience", "stop_patience", "clipnorm", "weight_decay",
+                    "layers", "hidden", "embedding", "lr", "k", "alpha", "polyak_start", "seed")
 
 
 def run(args):
@@ -305,7 +316,7 @@ def run(args):
         polyak = make_polyak(args, model)
     print(f"{args.optimizer} (lr {args.lr}, seed {args.seed}): {record['source']}, "
           f"{record['tokens']['train']:,} training tokens, {record['params']:,} parameters")
-    while len(record["epochs"]) < args.epochs:
+    while len(record["epochs"]) < args.epochs and not plateaued(record, args.stop_patience):
         epoch = len(record["epochs"])
         entry = train_epoch(args, model, streams, epoch, record, polyak)
         os.makedirs(args.run_dir, exist_ok=True)
@@ -332,9 +343,17 @@ def run(args):
             os.remove(os.path.join(args.run_dir, previous))
             if polyak:
                 os.remove(_polyak_path(args, previous))
+    record["stopped"] = ("plateau" if plateaued(record, args.stop_patience)
+                         else f"epoch cap ({args.epochs})")
     finish(args, dist, streams, record, len(corpus["vocab"]))
     h.write_json(record_path, record)
     return record
+
+
+def plateaued(record, stop_patience):
+    """Have the last `stop_patience` epochs all failed to improve validation (0: never)?"""
+    last = record["epochs"][-stop_patience:] if stop_patience else []
+    return len(last) == stop_patience > 0 and not any(e["improved"] for e in last)
 
 
 def train_epoch(args, model, streams, epoch, record, polyak):
