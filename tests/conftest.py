@@ -12,6 +12,12 @@ test runs (registered in setup.cfg; the rule is on the development page of the d
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# Two xdist workers share the cores. PyTorch's OpenMP threads spin while they wait for work, so
+# beside another busy process (the other worker, tf.data's threads) a torch CIFAR run's first
+# epoch took 6.6x as long as alone; waiting passively it took 1.8x (docs/backends.md, "PyTorch
+# beside tf.data"). Set before torch loads its OpenMP runtime, and inherited by the processes
+# tests start.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import keras  # noqa: E402
 import pytest  # noqa: E402

@@ -204,14 +204,6 @@ def _assert_learns_and_records_every_epoch(record, epochs=2):
     assert record["epochs"][-1]["fit_loss"] < record["epochs"][0]["fit_loss"]
 
 
-# On this machine on 2026-12-02, PyTorch training in a process that has also loaded TensorFlow
-# (the harness reads its data with tf.data) ran ~10x slower than in earlier sessions, at the
-# commit those sessions landed too (one epoch of this run: over 5 minutes, 8 CPU-minutes), and
-# crashed with "double free or corruption" under OMP_NUM_THREADS=1: a clash of the two
-# frameworks' native libraries, not of this code. The runs exceeded their 600 s timeout, so
-# they are skipped on torch until that is understood; TF and JAX run them.
-@pytest.mark.skipif(BACKEND == "torch", reason="torch beside TensorFlow's native libraries "
-                    "runs this ~10x slower on the CI machine (see the comment above)")
 @pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["lookahead-sgd", "polyak-sgd", "lookahead-adam"])
 def test_small_run_learns_and_records_every_epoch(tmp_path, optimizer):
