@@ -331,3 +331,25 @@ def test_paper_profile_is_the_papers_resnet18_and_schedule():
     schedule = cifar.learning_rate(args, steps_per_epoch=391)
     assert list(schedule.boundaries) == [60 * 391, 120 * 391, 160 * 391]
     assert list(schedule.values) == pytest.approx([0.1, 0.02, 0.004, 0.0008])
+
+
+@pytest.mark.backend_independent
+def test_the_long_cpu_profile_and_its_own_report(tmp_path):
+    from benchmarks.cifar import run as sweep
+
+    long = cifar.parse_args(["--profile", "cpu-long", "--optimizer", "sgd"])
+    short = cifar.parse_args(["--profile", "cpu", "--optimizer", "sgd"])
+    assert (long.limit, long.test_limit, long.epochs, long.milestones) == (
+        20000, 0, 20, (10, 15, 18))
+    assert (long.width, long.blocks, long.batch_size) == (short.width, short.blocks, 128)
+    # the schedule ends at 0.2³ of the start: 0.1 → 0.0008 (steps per epoch: 20,000 // 128)
+    rates = cifar.learning_rate(long, 20000 // 128).values
+    assert list(rates) == pytest.approx([0.1, 0.02, 0.004, 0.0008])
+    # its report is written beside the cpu profile's, which it leaves alone
+    runs = tmp_path / "cifar" / "runs" / "cpu-long"
+    runs.mkdir(parents=True)
+    (runs / "state-reset.json").write_text(json.dumps(_record("reset", 0.5)))
+    sweep.main(["--profile", "cpu-long", "--suite", "inner-state", "--report", "--out",
+                str(tmp_path)])
+    assert "| reset | 50.00 |" in (tmp_path / "cifar_cpu_long.md").read_text()
+    assert (tmp_path / "cifar_cpu_long.json").exists() and not (tmp_path / "cifar.md").exists()

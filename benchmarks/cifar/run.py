@@ -4,7 +4,7 @@ Each run is one process of benchmarks/cifar/train.py writing its record to
 benchmarks/results/cifar/runs/<profile>/<run>.json; a run whose file exists is not redone, so an
 interrupted sweep restarts where it stopped. The report, benchmarks/results/cifar.md with PNG
 curves and benchmarks/results/cifar.json (every run's final numbers), is rewritten from all the
-files present.
+files present (cifar_cpu_long.* for the cpu-long profile).
 
     python -m benchmarks.cifar.run --data-dir ../shared/data/cifar10_jpeg.tar.gz
         # the CPU profile's main comparison: SGD, Lookahead(SGD), Adam, Lookahead(Adam), 3 seeds
@@ -31,6 +31,8 @@ from benchmarks._sweep import main as sweep_main
 from examples._data import local_folder
 
 TRAIN = "benchmarks.cifar.train"
+# The report's files (<name>.md, .json, _curves.png): the cpu-long profile's beside the others'.
+REPORT_NAMES = {"cpu-long": "cifar_cpu_long"}
 LABELS = {"sgd": "SGD", "lookahead-sgd": "Lookahead(SGD)", "polyak-sgd": "Polyak(SGD)",
           "adamw": "AdamW", "adam": "Adam", "lookahead-adam": "Lookahead(Adam)"}
 
@@ -204,6 +206,7 @@ def one_seed_table(title, column, runs, prefix):
 
 
 def write_report(args):
+    name = REPORT_NAMES.get(args.profile, "cifar")
     runs = load_runs(args.out, args.profile)
     if not runs:
         raise SystemExit(f"no finished runs under {args.out}/cifar/runs/{args.profile}")
@@ -223,7 +226,7 @@ def write_report(args):
              "flip. Every number is evaluated on the weights the method reports (Lookahead: "
              "the slow weights; App. C.1).", "",
              f"Per-run records (every epoch) are in `cifar/runs/{args.profile}/`; "
-             "`cifar.json` has the final numbers.", ""]
+             f"`{name}.json` has the final numbers.", ""]
     summary = {}
     if groups:
         lines += ["## Main comparison", "",
@@ -241,13 +244,13 @@ def write_report(args):
             lines.append(f"| {LABELS[opt]}{extra} | {recs[0]['args']['lr']} | {len(recs)} | "
                          f"{acc[0]:.2f} ± {acc[1]:.2f} | {loss[0]:.4f} ± {loss[1]:.4f} | "
                          f"{mins:.1f} |")
-        lines += ["", "![curves](cifar_curves.png)", ""]
-        plot_curves(groups, os.path.join(args.out, "cifar_curves.png"), args.profile)
+        lines += ["", f"![curves]({name}_curves.png)", ""]
+        plot_curves(groups, os.path.join(args.out, f"{name}_curves.png"), args.profile)
     fig8 = {n: r for n, r in runs.items() if n.startswith(("fig8-", "fig9-"))}
     if fig8:
         lines += one_seed_table("Robustness (Figs. 8 and 9), one seed each", "run", fig8, "")
-        lines += ["![robustness](cifar_robustness.png)", ""]
-        plot_robustness(runs, os.path.join(args.out, "cifar_robustness.png"))
+        lines += [f"![robustness]({name}_robustness.png)", ""]
+        plot_robustness(runs, os.path.join(args.out, f"{name}_robustness.png"))
     states = {n: r for n, r in runs.items() if n.startswith("state-")}
     if states:
         lines += one_seed_table("Inner optimizer state at a sync (App. C.5), Lookahead(SGD), "
@@ -261,17 +264,17 @@ def write_report(args):
             numbers.get(c, "–") for c in ("SGD", "Polyak", "Adam", "Lookahead")) + " |")
     lines.append("")
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "cifar.md"), "w") as f:
+    with open(os.path.join(args.out, f"{name}.md"), "w") as f:
         f.write("\n".join(lines))
-    h.write_json(os.path.join(args.out, "cifar.json"), {
+    h.write_json(os.path.join(args.out, f"{name}.json"), {
         "profile": args.profile, "summary": summary,
         "runs": {n: {"args": r["args"], "final": r["final"]} for n, r in runs.items()}})
-    h.progress(f"wrote {os.path.join(args.out, 'cifar.md')}")
+    h.progress(f"wrote {os.path.join(args.out, name + '.md')}")
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--profile", default="cpu", choices=("cpu", "paper", "tiny"))
+    p.add_argument("--profile", default="cpu", choices=("cpu", "cpu-long", "paper", "tiny"))
     p.add_argument("--suite", default="main", choices=("main", "robustness", "inner-state",
                                                        "all"))
     p.add_argument("--seeds", type=int, default=3)

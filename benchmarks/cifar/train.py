@@ -17,6 +17,10 @@ Profiles (every value can be overridden from the command line):
 - cpu: the same network at a quarter of the width, a 5,000-image subset of CIFAR-10 (2,000
   test images), 12 epochs, the same schedule shape (x0.2 at epochs 4, 7 and 10, about 30%, 60%
   and 80% of training). About 2.5 minutes per run on 2 cores.
+- cpu-long: the cpu network trained until the schedule ends at a low rate: 20,000 training
+  images (the same subset for every seed), the whole test set, 20 epochs, x0.2 at epochs 10,
+  15 and 18 (the rate ends at 0.008 of its start). About four times the cpu profile's work per
+  epoch.
 - tiny: one basic block per stage (ResNet-10) at width 4, batch 16, 2 epochs: the smallest
   run that goes through every part of the harness (the tests' profile, with --synthetic).
 - imagenet: ResNet-50, batch 256, SGD lr 0.1 momentum 0.9, weight decay 1e-4, x0.1 at epochs
@@ -58,6 +62,9 @@ PROFILES = {
     "cpu": dict(dataset="cifar10", model="resnet18", width=16, epochs=12, batch_size=128,
                 milestones=(4, 7, 10), lr_decay=0.2, weight_decay=5e-4, limit=5000,
                 test_limit=2000, image_size=32, lr=None, k=5, alpha=0.5),
+    "cpu-long": dict(dataset="cifar10", model="resnet18", width=16, epochs=20, batch_size=128,
+                     milestones=(10, 15, 18), lr_decay=0.2, weight_decay=5e-4, limit=20000,
+                     test_limit=0, image_size=32, lr=None, k=5, alpha=0.5),
     "imagenet": dict(dataset="imagenet2012", model="resnet50", width=64, epochs=90,
                      batch_size=256, milestones=(30, 60), lr_decay=0.1, weight_decay=1e-4,
                      limit=0, test_limit=0, image_size=224, lr=0.1, k=5, alpha=0.5),
