@@ -120,12 +120,7 @@ def check_sync_period(k):
 
 
 def check_slow_step_size(alpha):
-    if isinstance(alpha, str):
-        if alpha != ADAPTIVE:
-            raise ValueError(
-                "Lookahead: slow_step_size must be a float in (0, 1], a schedule or "
-                f"'adaptive', got {alpha!r}."
-            )
+    if isinstance(alpha, str) and alpha == ADAPTIVE:
         return alpha
     if callable(alpha):
         at_zero = value_at_zero(alpha, "slow_step_size")
@@ -135,18 +130,15 @@ def check_slow_step_size(alpha):
                 f"it returns {at_zero!r} at 0 syncs."
             )
         return alpha
-    if not is_fraction(alpha):
-        raise ValueError(
-            "Lookahead: slow_step_size must be a float in (0, 1], a schedule or 'adaptive', "
-            f"got {alpha!r}."
-        )
-    return float(alpha)
+    return fraction("slow_step_size", alpha, "a float in (0, 1], a schedule or 'adaptive'")
 
 
-def is_fraction(value):
-    """A real number (not a bool) in (0, 1]."""
-    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
-            and not math.isnan(value) and 0 < value <= 1)
+def fraction(argument, value, allowed="a float in (0, 1]"):
+    """`value` as a float if it is a real number (not a bool) in (0, 1]; refused otherwise."""
+    if not (isinstance(value, numbers.Real) and not isinstance(value, bool)
+            and not math.isnan(value) and 0 < value <= 1):
+        raise ValueError(f"Lookahead: {argument} must be {allowed}, got {value!r}.")
+    return float(value)
 
 
 def check_adaptive_options(inner, slow_step_size, min_slow_step_size, curvature):
@@ -170,12 +162,7 @@ def check_adaptive_options(inner, slow_step_size, min_slow_step_size, curvature)
     adaptive.check_curvature_source(inner, curvature)
     if min_slow_step_size is None:
         return 0.5
-    if not is_fraction(min_slow_step_size):
-        raise ValueError(
-            "Lookahead: min_slow_step_size must be a float in (0, 1], got "
-            f"{min_slow_step_size!r}."
-        )
-    return float(min_slow_step_size)
+    return fraction("min_slow_step_size", min_slow_step_size)
 
 
 def check_kwargs(kwargs):

@@ -106,7 +106,8 @@ def runs_for(args, best=None):
         if not picks:
             k_alpha = (("lookahead-sgd", SGD_LR), ("lookahead-adam", adam_lrs[0]))
         elif best is None:  # the grid first: its best rates are the ones the k × α grid takes
-            k_alpha, runs = (), runs + grid
+            k_alpha = ()
+            runs += grid
         else:
             k_alpha = [(opt, best[opt]) for opt in ("lookahead-sgd", "lookahead-adam")
                        if opt in best]
