@@ -331,6 +331,32 @@ def test_the_plateau_rule_halves_the_inner_rate_through_the_wrapper():
     assert entry["lr"] == 2.0  # the rate the epoch trained with
 
 
+def test_from_decay_from_on_the_rate_halves_after_every_epoch():
+    from benchmarks.lm import train
+
+    args = train.parse_args([*TINY, "--patience", "5", "--decay-from", "2"])
+    corpus = train.synthetic_corpus(TOKENS)
+    streams = {s: data.batchify(corpus[s], 4) for s in data.SPLITS}
+    model = train.build(args, train.SYNTHETIC_VOCAB)
+    inner = model.optimizer.inner_optimizer
+
+    def rate_after(epoch, earlier):
+        model.optimizer.learning_rate = 2.0
+        entry = train.train_epoch(args, model, streams, epoch, {"epochs": earlier}, polyak=None)
+        return float(ops.convert_to_numpy(inner.learning_rate)), entry
+
+    # epoch 1 (index 0) improves on nothing before it: before --decay-from, no rule halves
+    assert rate_after(0, [])[0] == 2.0
+    # epoch 2 improves (on an infinite perplexity) and waited nothing: halved by --decay-from
+    rate, entry = rate_after(1, [{"valid_ppl": math.inf, "waited": 0}])
+    assert rate == 1.0 and entry["improved"] and entry["waited"] == 0
+    # both rules at once (patience 1, an earlier perplexity of 1 that no epoch beats): halved
+    # once, not twice, and the plateau rule's count restarts
+    args.patience = 1
+    rate, entry = rate_after(2, [{"valid_ppl": 1.0, "waited": 0}])
+    assert rate == 1.0 and not entry["improved"] and entry["waited"] == 0
+
+
 @pytest.mark.slow
 def test_polyak_averaging_leaves_training_alone_and_resumes_exactly(tmp_path):
     sgd = ["--optimizer", "sgd", "--epochs", "3"]
@@ -361,6 +387,7 @@ def test_bad_run_arguments_and_resumes_are_refused(tmp_path, capsys):
             (["--data-dir", "x"], "exactly one of --data-dir"),
             (["--bptt", "0"], "--bptt 0: must be 1 or more"),
             (["--hidden", "0"], "--hidden 0: must be 1 or more"),
+            (["--decay-from", "-1"], "--decay-from -1: must be 0 or more"),
             (["--polyak-start", "1"], "--polyak-start 1: only polyak-sgd averages"),
             (["--optimizer", "polyak-sgd", "--epochs", "2", "--polyak-start", "2"],
              "--polyak-start 2: must be from 0 to --epochs - 1 (1)")):
@@ -374,6 +401,16 @@ def test_bad_run_arguments_and_resumes_are_refused(tmp_path, capsys):
         _train(tmp_path / "run", "--epochs", "2", "--resume", "--lr", "3")
     with pytest.raises(SystemExit, match="holds a run already"):
         _train(tmp_path / "run", "--epochs", "2")
+    # a record from before --decay-from existed ran without it: resumed as 0, refused otherwise
+    import json
+
+    path = tmp_path / "run" / "record.json"
+    record = json.loads(path.read_text())
+    del record["args"]["decay_from"]
+    path.write_text(json.dumps(record))
+    with pytest.raises(SystemExit, match=r"--decay-from 0 \(now 3\)"):
+        _train(tmp_path / "run", "--epochs", "2", "--resume", "--decay-from", "3")
+    assert len(_train(tmp_path / "run", "--epochs", "2", "--resume")["epochs"]) == 2
     with pytest.raises(SystemExit, match="neither a folder"):
         train.main(["--data-dir", str(tmp_path / "missing"), "--run-dir", str(tmp_path / "x")])
 
@@ -548,8 +585,8 @@ def test_a_run_stops_after_stop_patience_epochs_without_improvement():
     assert not train.plateaued(epochs(False, False, False), 0)  # 0: every epoch runs
     long = train.parse_args(["--profile", "cpu-long", "--data-dir", "x"])
     short = train.parse_args(["--profile", "cpu", "--data-dir", "x"])
-    assert (long.epochs, long.patience, long.stop_patience) == (15, 1, 3)
-    assert short.stop_patience == 0 and long.batch_size == short.batch_size
+    assert (long.epochs, long.patience, long.decay_from, long.stop_patience) == (15, 1, 8, 3)
+    assert short.stop_patience == short.decay_from == 0 and long.batch_size == short.batch_size
     assert awd.PROFILES["cpu-long"] == awd.PROFILES["cpu"]  # the same model, trained longer
 
 
@@ -621,6 +658,12 @@ def test_cpu_long_runs_each_optimizer_at_its_best_grid_rate(tmp_path):
             "lookahead-adam-lr0.01-s1") in report
     assert "| Zaremba et al. 2014, 2 × 200 LSTM, no dropout | 5M | 114.5 | -29.50 |" in report
     assert "| Merity et al. 2018, AWD-LSTM 3 × 1150, fine-tuned | 24M | 57.3 | +27.70 |" in report
-    assert "0 of these 6 runs ended on the plateau rule, 6 at the cap of 15 epochs." in report
+    assert "halved after 1 epoch without a better validation perplexity and after every " \
+        "epoch from epoch 8 on." in report
+    # the last of three epochs: validation t + 1 after t + 2, so −100 / (t + 2) %, from
+    # t = 80 (−1.22 %) to t = 91 (−1.08 %) among the main comparison's runs
+    assert ("0 of these 6 runs ended on the plateau rule, 6 at the cap of 15 epochs. In its "
+            "last epoch, each run's validation perplexity changed by -1.22 % to -1.08 %.") \
+        in report
     assert json.loads((tmp_path / "lm_cpu_long.json").read_text())["profile"] == "cpu-long"
     assert not (tmp_path / "lm.md").exists()  # the cpu profile's report is left alone

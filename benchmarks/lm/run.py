@@ -323,7 +323,9 @@ def write_report(args):
         f"{a['epochs']} epochs{_stop_rule(a)}, gradient norm clipped at {a['clipnorm']}, "
         f"weight decay {a['weight_decay']}, the rate halved after {a['patience']} "
         f"epoch{'s' if a['patience'] > 1 else ''} without a better "
-        "validation perplexity. "
+        "validation perplexity"
+        + (f" and after every epoch from epoch {a['decay_from']} on" if a.get("decay_from")
+           else "") + ". "
         + ("Each optimizer runs at the rate of its best validation perplexity on seed 0 among "
            "the grid's (below). " if args.profile in BEST_RATES else "")
         + "Lookahead k=5, α=0.5 unless a row says otherwise; Polyak: the "
@@ -371,8 +373,12 @@ def write_report(args):
         if a.get("stop_patience"):
             ended = [r.get("stopped", "") for recs in groups.values() for r in recs]
             plateau = sum(e == "plateau" for e in ended)
+            last = [100 * (r["epochs"][-1]["valid_ppl"] / r["epochs"][-2]["valid_ppl"] - 1)
+                    for recs in groups.values() for r in recs if len(r["epochs"]) > 1]
             lines += ["", f"{plateau} of these {len(ended)} runs ended on the plateau rule, "
-                      f"{len(ended) - plateau} at the cap of {a['epochs']} epochs."]
+                      f"{len(ended) - plateau} at the cap of {a['epochs']} epochs."
+                      + (f" In its last epoch, each run's validation perplexity changed by "
+                         f"{min(last):+.2f} % to {max(last):+.2f} %." if last else "")]
         lines += ["", f"![curves]({name}_curves.png)", ""]
         plot_curves(groups, os.path.join(args.out, f"{name}_curves.png"), source)
     grid = [r for r in records.values() if r["args"]["seed"] == 0]
