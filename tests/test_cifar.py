@@ -317,6 +317,16 @@ def _record(inner_state, accuracy):
             "final": {k: epoch[k] for k in ("test_accuracy", "test_loss", "train_loss")}}
 
 
+@pytest.mark.backend_independent  # a list of names: the same on every backend
+def test_the_main_suite_runs_seed_by_seed():
+    # a sweep stopped part-way has every optimizer at the seeds it reached, paired
+    from benchmarks.cifar import run as sweep
+
+    names = [name for name, _ in sweep.runs_for("main", 2)]
+    opts = ["sgd", "lookahead-sgd", "adam", "lookahead-adam"]
+    assert names == [f"main-{o}-s0" for o in opts] + [f"main-{o}-s1" for o in opts]
+
+
 @pytest.mark.backend_independent  # shapes and arguments: the same on every backend
 def test_paper_profile_is_the_papers_resnet18_and_schedule():
     # The full-width ResNet-18 of the paper profile: its configuration and its size. A step

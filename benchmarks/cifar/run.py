@@ -57,8 +57,8 @@ def runs_for(suite, seeds, all_optimizers=False):
         opts = ["sgd", "lookahead-sgd", "adam", "lookahead-adam"]
         if all_optimizers:
             opts += ["polyak-sgd", "adamw"]
-        for opt in opts:
-            for seed in range(seeds):
+        for seed in range(seeds):  # seed by seed: a sweep cut short still pairs every optimizer
+            for opt in opts:
                 runs.append((f"main-{opt}-s{seed}", ["--optimizer", opt, "--seed", str(seed)]))
     elif suite == "robustness":
         for opt in ("sgd", "lookahead-sgd"):
