@@ -46,6 +46,16 @@ def load_run_records(folder, done=os.path.exists):
     return records
 
 
+def partial_sweep(names, finished, seeds):
+    """The report's line naming the main comparison's runs (`names`) not in `finished` yet;
+    no line when every one has finished."""
+    missing = [n for n in names if n not in finished]
+    if not missing:
+        return []
+    return [f"**A partial sweep**: {len(missing)} run{'s' if len(missing) > 1 else ''} of the "
+            f"main comparison ({seeds} seeds) not finished yet: {', '.join(missing)}.", ""]
+
+
 def add_common_arguments(parser, script):
     """--data-dir, --out, --report and the arguments after `--`, passed to every run."""
     parser.add_argument("--data-dir", help=f"passed to {script} (default: tfds)")

@@ -306,6 +306,41 @@ def test_sweep_keeps_finished_runs_runs_the_rest_and_reports(tmp_path, capsys):
     assert capsys.readouterr().out.count("done before, kept") == 3
 
 
+@pytest.mark.backend_independent  # a report from made-up records: the same on every backend
+def test_the_report_pairs_seeds_and_says_what_is_missing_and_how_flat_the_end_is(tmp_path):
+    from benchmarks.cifar import run as sweep
+
+    runs = tmp_path / "cifar" / "runs" / "tiny"
+    runs.mkdir(parents=True)
+    # test accuracy at epochs 1, 2, 3 (the rate decays once, after epoch 1); Lookahead(Adam)
+    # seed 1 has not run
+    curves = {"sgd-s0": (.30, .45, .50), "sgd-s1": (.32, .50, .52),
+              "lookahead-sgd-s0": (.31, .50, .53), "lookahead-sgd-s1": (.29, .49, .51),
+              "adam-s0": (.35, .52, .55), "adam-s1": (.34, .50, .54),
+              "lookahead-adam-s0": (.36, .55, .56)}
+    for name, accs in curves.items():
+        opt, seed = name.rsplit("-s", 1)
+        rec = _record("maintain", accs[-1])
+        rec["args"].update(optimizer=opt, seed=int(seed), epochs=3, milestones=[1])
+        rec["epochs"] = [{**rec["epochs"][0], "epoch": i + 1, "test_accuracy": a}
+                         for i, a in enumerate(accs)]
+        (runs / f"main-{name}.json").write_text(json.dumps(rec))
+    sweep.main(["--profile", "tiny", "--seeds", "2", "--report", "--out", str(tmp_path)])
+    report = (tmp_path / "cifar.md").read_text()
+    assert ("**A partial sweep**: 1 run of the main comparison (2 seeds) not finished yet: "
+            "main-lookahead-adam-s1.") in report
+    assert "| 50.00, 52.00 | not evaluated |" in report and "| 53.00, 51.00 |" in report
+    # +3 and -1 points: mean +1, sample std sqrt(8) = 2.83
+    assert ("Lookahead(SGD) − SGD: +1.00 ± 2.83 points (1 of 2 seeds higher; per seed +3.00, "
+            "-1.00)") in report
+    assert "Lookahead(Adam) − Adam: +1.00 ± 0.00 points (1 of 1 seeds higher" in report
+    # epoch 1 to 3: +20 (SGD s0, s1; Adam s0, s1; Lookahead(Adam)) to +22 (Lookahead(SGD))
+    assert ("From epoch 1 to epoch 3 (the final rate from epoch 2 on), each run's test "
+            "accuracy changed by +20.00 to +22.00 points.") in report
+    summary = json.loads((tmp_path / "cifar.json").read_text())["summary"]
+    assert summary["sgd"]["test_accuracy"] == pytest.approx([50.0, 52.0])
+
+
 def _record(inner_state, accuracy):
     """A finished one-epoch run's record, with the fields train.py writes."""
     args = vars(cifar.parse_args([*TINY, "--synthetic", "96", "--epochs", "1", "--optimizer",

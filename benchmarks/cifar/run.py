@@ -26,7 +26,7 @@ import os
 import statistics
 
 from benchmarks import _harness as h
-from benchmarks._sweep import add_common_arguments, run_sweep
+from benchmarks._sweep import add_common_arguments, partial_sweep, run_sweep
 from benchmarks._sweep import main as sweep_main
 from examples._data import local_folder
 
@@ -113,7 +113,7 @@ def load_runs(out, profile):
 
 def mean_std(values):
     values = list(values)
-    if not values:
+    if not values or any(v != v for v in values):  # none, or one not measured (--no-train-eval)
         return float("nan"), float("nan")
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
@@ -133,16 +133,22 @@ def plot_curves(groups, path, profile):
     import matplotlib.pyplot as plt
     import numpy as np
 
+    # the training loss on the evaluated weights; without it (--no-train-eval), fit's running
+    # loss during each epoch, on the fast weights
+    evaluated = any(e["train_loss"] == e["train_loss"] for recs in groups.values()
+                    for r in recs for e in r["epochs"])
+    loss_key = "train_loss" if evaluated else "fit_loss"
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 3.8))
     for opt, recs in groups.items():
         epochs = [e["epoch"] for e in recs[0]["epochs"]]
-        for ax, key, scale in ((ax_acc, "test_accuracy", 100), (ax_loss, "train_loss", 1)):
+        for ax, key, scale in ((ax_acc, "test_accuracy", 100), (ax_loss, loss_key, 1)):
             curves = np.array([[e[key] * scale for e in r["epochs"]] for r in recs])
             m, s = curves.mean(axis=0), curves.std(axis=0)
             line, = ax.plot(epochs, m, label=f"{LABELS[opt]} ({len(recs)} seeds)")
             ax.fill_between(epochs, m - s, m + s, color=line.get_color(), alpha=0.2)
     ax_acc.set_ylabel("test accuracy (%)")
-    ax_loss.set_ylabel("training loss (evaluated weights)")
+    ax_loss.set_ylabel("training loss (evaluated weights)" if evaluated
+                       else "training loss during the epoch (fast weights)")
     ax_loss.set_yscale("log")
     for ax in (ax_acc, ax_loss):
         ax.set_xlabel("epoch")
@@ -205,6 +211,43 @@ def one_seed_table(title, column, runs, prefix):
     return lines + [""]
 
 
+def _paired(groups):
+    """Lookahead's change to each inner optimizer's test accuracy, seed by seed."""
+    lines = []
+    for inner, la in (("sgd", "lookahead-sgd"), ("adam", "lookahead-adam")):
+        if inner not in groups or la not in groups:
+            continue
+        base = {r["args"]["seed"]: r["final"]["test_accuracy"] for r in groups[inner]}
+        diffs = [100 * (r["final"]["test_accuracy"] - base[r["args"]["seed"]])
+                 for r in groups[la] if r["args"]["seed"] in base]
+        if diffs:
+            m, s = mean_std(diffs)
+            lines.append(f"- {LABELS[la]} − {LABELS[inner]}: {m:+.2f} ± {s:.2f} points "
+                         f"({sum(d > 0 for d in diffs)} of {len(diffs)} seeds higher; per seed "
+                         + ", ".join(f"{d:+.2f}" for d in diffs) + ")")
+    if not lines:
+        return []
+    return ["Paired by seed (the same initial weights, data order and augmentation for each "
+            "pair), the change Lookahead makes to the test accuracy:", ""] + lines + [""]
+
+
+def _flattening(groups):
+    """How much test accuracy still moved in each run's last epochs: those at the final rate,
+    three at most."""
+    recs = [r for g in groups.values() for r in g]
+    n = min(len(r["epochs"]) for r in recs)
+    decay = max(recs[0]["args"]["milestones"] or [0])
+    last = min(n - max(decay, 1), 3)
+    if last < 1:
+        return []
+    moves = [100 * (r["epochs"][n - 1]["test_accuracy"] - r["epochs"][n - 1 - last]
+                    ["test_accuracy"]) for r in recs]
+    return [f"From epoch {n - last} to epoch {n}"
+            + (f" (the final rate from epoch {decay + 1} on)" if decay else "")
+            + f", each run's test accuracy changed by {min(moves):+.2f} to {max(moves):+.2f} "
+            "points.", ""]
+
+
 def write_report(args):
     name = REPORT_NAMES.get(args.profile, "cifar")
     runs = load_runs(args.out, args.profile)
@@ -229,22 +272,29 @@ def write_report(args):
              f"`{name}.json` has the final numbers.", ""]
     summary = {}
     if groups:
-        lines += ["## Main comparison", "",
-                  "| optimizer | lr | seeds | test accuracy % (mean ± std) | training loss | "
-                  "minutes per run |", "|---|---|---|---|---|---|"]
+        main = [n for n, _ in runs_for("main", args.seeds, args.all_optimizers)]
+        lines += ["## Main comparison", ""] + partial_sweep(main, runs, args.seeds) + [
+                  "| optimizer | lr | seeds | test accuracy % (mean ± std) | per seed | "
+                  "training loss | training minutes per run |", "|---|---|---|---|---|---|---|"]
         for opt, recs in groups.items():
+            recs.sort(key=lambda r: r["args"]["seed"])
             acc = mean_std(100 * r["final"]["test_accuracy"] for r in recs)
             loss = mean_std(r["final"]["train_loss"] for r in recs)
             mins = statistics.mean(sum(e["seconds"] for e in r["epochs"]) / 60 for r in recs)
             summary[opt] = {"test_accuracy_mean": acc[0], "test_accuracy_std": acc[1],
                             "train_loss_mean": loss[0], "train_loss_std": loss[1],
-                            "seeds": len(recs)}
+                            "seeds": len(recs),
+                            "test_accuracy": [100 * r["final"]["test_accuracy"] for r in recs]}
             extra = (f", k={recs[0]['args']['k']}, α={recs[0]['args']['alpha']}"
                      if opt.startswith("lookahead") else "")
+            per_seed = ", ".join(f"{100 * r['final']['test_accuracy']:.2f}" for r in recs)
             lines.append(f"| {LABELS[opt]}{extra} | {recs[0]['args']['lr']} | {len(recs)} | "
-                         f"{acc[0]:.2f} ± {acc[1]:.2f} | {loss[0]:.4f} ± {loss[1]:.4f} | "
-                         f"{mins:.1f} |")
-        lines += ["", f"![curves]({name}_curves.png)", ""]
+                         f"{acc[0]:.2f} ± {acc[1]:.2f} | {per_seed} | "
+                         + (f"{loss[0]:.4f} ± {loss[1]:.4f}" if loss[0] == loss[0]
+                            else "not evaluated") + f" | {mins:.1f} |")
+        lines += ["", "Training minutes leave out the evaluations after every epoch.", ""]
+        lines += _paired(groups) + _flattening(groups)
+        lines += [f"![curves]({name}_curves.png)", ""]
         plot_curves(groups, os.path.join(args.out, f"{name}_curves.png"), args.profile)
     fig8 = {n: r for n, r in runs.items() if n.startswith(("fig8-", "fig9-"))}
     if fig8:

@@ -33,7 +33,7 @@ import os
 import statistics
 
 from benchmarks import _harness as h
-from benchmarks._sweep import add_common_arguments, load_run_records, run_sweep
+from benchmarks._sweep import add_common_arguments, load_run_records, partial_sweep, run_sweep
 from benchmarks._sweep import main as sweep_main
 
 TRAIN = "benchmarks.lm.train"
@@ -260,11 +260,7 @@ def _missing(args, records):
     names = [n for n, _ in runs_for(main, best)]
     if best is None and args.profile in BEST_RATES and args.seeds > 1:
         names.append(f"seeds 1–{args.seeds - 1} of each optimizer (at rates the grid picks)")
-    missing = [n for n in names if n not in records]
-    if not missing:
-        return []
-    return [f"**A partial sweep**: {len(missing)} run{'s' if len(missing) > 1 else ''} of the "
-            f"main comparison ({args.seeds} seeds) not finished yet: {', '.join(missing)}.", ""]
+    return partial_sweep(names, records, args.seeds)
 
 
 def _stop_rule(a):
