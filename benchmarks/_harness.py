@@ -66,7 +66,10 @@ def compare(baseline, candidate, *, calls, rounds, warmup=3):
     }
 
 
-def machine():
+def machine(imported_only=False):
+    """The CPU, its cores, Python, the versions of keras, tensorflow, jax, torch and numpy (with
+    imported_only: those the process has imported, so that naming them loads nothing) and the
+    commit."""
     cpu = platform.processor() or "unknown"
     try:
         with open("/proc/cpuinfo") as f:
@@ -79,6 +82,8 @@ def machine():
     info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
             "platform": platform.platform()}
     for mod in ("keras", "tensorflow", "jax", "torch", "numpy"):
+        if imported_only and mod not in sys.modules:
+            continue
         try:
             info[mod] = __import__(mod).__version__
         except Exception:  # not installed
@@ -97,6 +102,28 @@ def machine():
     return info
 
 
+def machines_line(records):
+    """The report's line saying where its runs ran, from the `machines` each record keeps (the
+    machine a run started on, then any other it was resumed on): runs are made over several
+    sessions, and the machine that writes the report need not be theirs."""
+    counts = {}
+    for r in records:
+        key = " then ".join(f"{m.get('cpu', 'unknown')}, {m.get('cores', '?')} cores, commit "
+                            f"{m.get('commit', 'unknown')}" for m in r.get("machines", []))
+        counts[key] = counts.get(key, 0) + 1
+    parts = [f"{key or 'not recorded (made before records named their machine)'} "
+             f"({n} run{'s' if n > 1 else ''})" for key, n in sorted(counts.items(), key=lambda kv: (not kv[0], kv[0]))]
+    return [f"Runs made on: {'; '.join(parts)}.", ""]
+
+
+def record_machine(record):
+    """Adds this process's machine to `record["machines"]` unless it is the last one there."""
+    here = machine(imported_only=True)
+    seen = record.setdefault("machines", [])
+    if not seen or seen[-1] != here:
+        seen.append(here)
+
+
 def command_line():
     """The command that started this process, as a user would type it from the root."""
     main = sys.modules.get("__main__")
@@ -108,12 +135,14 @@ def command_line():
 def header(title, command, machine, source="", detail=""):
     """The opening lines every results file shares: its title, the command that wrote it (and
     from what, for a report rewritten from run records), the machine with the versions of what
-    was installed and the commit, then `detail` (how the numbers were measured)."""
+    was installed and the commit (for a report from run records: where the report was written;
+    machines_line says where the runs ran), then `detail` (how the numbers were measured)."""
     versions = ", ".join(f"{m} {machine[m]}" for m in ("keras", "tensorflow", "jax", "torch",
                                                        "numpy") if m in machine)
     written = f"Written by `{command}`" + (f" from {source}" if source else "")
     lines = [f"# {title}", "", f"{written}; do not edit by hand.", "",
-             f"Machine: {machine.get('cpu', 'unknown')}, {machine.get('cores', '?')} cores; "
+             f"{'Report written on' if source else 'Machine'}: "
+             f"{machine.get('cpu', 'unknown')}, {machine.get('cores', '?')} cores; "
              f"{versions or 'no versions recorded'}; commit {machine.get('commit', 'unknown')}.",
              ""]
     return lines + ([detail, ""] if detail else [])

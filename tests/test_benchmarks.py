@@ -121,3 +121,25 @@ def test_tiny_and_quick_are_refused_together(capsys):
     with pytest.raises(SystemExit):
         performance.parse_args(["--tiny", "--quick"])
     assert "--quick and --tiny: choose one" in capsys.readouterr().err
+
+
+@pytest.mark.backend_independent  # dictionaries and a sentence: the same on every backend
+def test_records_keep_each_machine_a_run_ran_on_and_reports_name_them():
+    import os
+
+    from benchmarks import _harness as h
+
+    record = {}
+    h.record_machine(record)
+    here = record["machines"][0]
+    assert here["cores"] == os.cpu_count() and here["cpu"] and here["commit"]
+    h.record_machine(record)  # resumed on the same machine: nothing added
+    assert record["machines"] == [here]
+    moved = {"machines": [{"cpu": "Elsewhere CPU", "cores": 64, "commit": "0abc123"}]}
+    h.record_machine(moved)  # resumed here after starting elsewhere
+    assert moved["machines"][1] == here and len(moved["machines"]) == 2
+    other = {"machines": [{"cpu": "Elsewhere CPU", "cores": 64, "commit": "0abc123"}]}
+    line = h.machines_line([other, dict(other), {}])
+    assert line == ["Runs made on: Elsewhere CPU, 64 cores, commit 0abc123 (2 runs); not "
+                    "recorded (made before records named their machine) (1 run).", ""]
+    assert "then" in h.machines_line([moved])[0]

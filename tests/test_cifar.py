@@ -3,6 +3,7 @@ folders and their archive, synthetic), the input pipeline, Polyak averaging, the
 small end-to-end runs and sweeps."""
 
 import json
+import os
 import tarfile
 
 import numpy as np
@@ -213,6 +214,7 @@ def test_small_run_learns_and_records_every_epoch(tmp_path, optimizer):
                   "--lr", "0.02" if "sgd" in optimizer else "0.003")
     _assert_learns_and_records_every_epoch(record)
     assert record["args"]["profile"] == "tiny" and record["args"]["blocks"] == 1
+    assert [m["cores"] for m in record["machines"]] == [os.cpu_count()]
 
 
 @tf_only
@@ -324,9 +326,13 @@ def test_the_report_pairs_seeds_and_says_what_is_missing_and_how_flat_the_end_is
         rec["args"].update(optimizer=opt, seed=int(seed), epochs=3, milestones=[1])
         rec["epochs"] = [{**rec["epochs"][0], "epoch": i + 1, "test_accuracy": a}
                          for i, a in enumerate(accs)]
+        if opt == "sgd":  # the others as records made before they named their machine
+            rec["machines"] = [{"cpu": "Some CPU", "cores": 2, "commit": "1234abc"}]
         (runs / f"main-{name}.json").write_text(json.dumps(rec))
     sweep.main(["--profile", "tiny", "--seeds", "2", "--report", "--out", str(tmp_path)])
     report = (tmp_path / "cifar.md").read_text()
+    assert ("Runs made on: Some CPU, 2 cores, commit 1234abc (2 runs); not recorded (made "
+            "before records named their machine) (5 runs).") in report
     assert ("**A partial sweep**: 1 run of the main comparison (2 seeds) not finished yet: "
             "main-lookahead-adam-s1.") in report
     assert "| 50.00, 52.00 | not evaluated |" in report and "| 53.00, 51.00 |" in report

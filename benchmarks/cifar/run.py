@@ -257,7 +257,8 @@ def write_report(args):
     first = next(iter(runs.values()))
     a = first["args"]
     lines = h.header("CIFAR-10: Lookahead against SGD and Adam", h.command_line(), h.machine(),
-                     source=f"the run records in `cifar/runs/{args.profile}/`") + [
+                     source=f"the run records in `cifar/runs/{args.profile}/`") + \
+        h.machines_line(runs.values()) + [
              f"**Profile `{args.profile}`** — not the paper's setup unless it says `paper`: "
              f"ResNet-18 (Cutout-repository variant) at width {a['width']}, "
              f"{first['train_images']:,} training images"

@@ -50,6 +50,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from benchmarks import _harness as h  # noqa: E402
 from benchmarks._polyak import PolyakAverage  # noqa: E402
 from examples import _distribute  # noqa: E402
 from examples._args import fill_from_profile, require_counts  # noqa: E402
@@ -439,6 +440,7 @@ def run(args):
     record = {"args": {k: v for k, v in vars(args).items()}, "classes": classes,
               "train_images": n_train, "steps_per_epoch": steps, "epochs": [],
               "params": int(sum(math.prod(v.shape) for v in model.trainable_variables))}
+    h.record_machine(record)
     print(f"{args.optimizer} (lr {args.lr}, seed {args.seed}) on {n_train} images, "
           f"{classes} classes, {record['params']:,} parameters, {dist.replicas} replica(s)")
     if dist.custom_loop:  # always under multiworker: Keras's fit cannot run there (keras #20585)

@@ -303,7 +303,8 @@ def write_report(args):
               "synthetic": "a synthetic corpus"}.get(first["source"], first["source"])
     lines = h.header("Word-level language modelling: Lookahead against SGD, Adam and Polyak "
                      "averaging", h.command_line(), h.machine(),
-                     source=f"the run records in `lm/runs/{args.profile}/`") + [
+                     source=f"the run records in `lm/runs/{args.profile}/`") + \
+        h.machines_line(records.values()) + [
         f"**Data: {source}**, {first['tokens']['train']:,} training, "
         f"{first['tokens']['valid']:,} validation and {first['tokens']['test']:,} test tokens, "
         f"a vocabulary of {first['vocab_size']:,}"

@@ -323,6 +323,7 @@ def run(args):
             model = build(args, len(corpus["vocab"]))
         record["params"] = int(model.count_params())
         polyak = make_polyak(args, model)
+    h.record_machine(record)  # the machine it starts on, or another it resumes on
     print(f"{args.optimizer} (lr {args.lr}, seed {args.seed}): {record['source']}, "
           f"{record['tokens']['train']:,} training tokens, {record['params']:,} parameters")
     while len(record["epochs"]) < args.epochs and not plateaued(record, args.stop_patience):

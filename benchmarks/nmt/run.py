@@ -115,7 +115,8 @@ def write_report(args):
     adafactor = sorted({r["args"]["lr"] for r in groups.get("adafactor", [])})
     lines = h.header("English→German translation: Lookahead(Adam) against Adam and Adafactor",
                      h.command_line(), h.machine(),
-                     source=f"the run records in `nmt/runs/{args.profile}/`") + [
+                     source=f"the run records in `nmt/runs/{args.profile}/`") + \
+        h.machines_line(records.values()) + [
              f"**Profile `{args.profile}`**: a Transformer of {a['layers']}+{a['layers']} "
              f"layers, width {a['width']}, {a['heads']} heads, feed-forward {a['ffn']} "
              f"({first['params']:,} parameters), trained on {first['train_pairs']:,} sentence "

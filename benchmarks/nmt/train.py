@@ -46,6 +46,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from benchmarks import _harness as h  # noqa: E402
 from examples import _data, _distribute  # noqa: E402
 from examples._args import fill_from_profile, require_counts  # noqa: E402
 
@@ -375,6 +376,7 @@ def run(args):
     record = {"args": dict(vars(args)), "train_pairs": len(data["train"][0]),
               "steps_per_epoch": steps_per_epoch, "curve": [], "epochs": [],
               "params": int(sum(math.prod(v.shape) for v in model.trainable_variables))}
+    h.record_machine(record)
 
     class Curve(keras.callbacks.Callback):
         """Training loss every --log-every steps (Fig. 7b plots loss against inner steps)."""
@@ -414,8 +416,8 @@ def run(args):
     en, de = data["test"]
     hyps = translate(model, toks, en, args)
     record["bleu"] = bleu(hyps, de)
-    record["samples"] = [{"en": e, "reference": d, "output": h}
-                         for e, d, h in list(zip(en, de, hyps))[:5]]
+    record["samples"] = [{"en": e, "reference": d, "output": hyp}
+                         for e, d, hyp in list(zip(en, de, hyps))[:5]]
     if dist.is_chief:
         os.makedirs(args.run_dir, exist_ok=True)
         path = os.path.join(args.run_dir, "record.json")
