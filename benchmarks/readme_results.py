@@ -52,8 +52,8 @@ def table():
     bleu = ("bleu_mean", "bleu_std", "nmt")
     rows.append(f"| Multi30k En→De, test BLEU, Adam, {nmt['adam']['seeds']} seeds | "
                 f"{_mean_std(nmt, 'adam', *bleu)} | {_mean_std(nmt, 'lookahead-adam', *bleu)} |")
-    lm = _load("lm")["summary"]
-    ppl = ("test_ppl_mean", "test_ppl_std", "lm")
+    lm = _load("lm_cpu")["summary"]
+    ppl = ("test_ppl_mean", "test_ppl_std", "lm_cpu")
     for inner, label in (("sgd", "SGD"), ("adam", "Adam")):
         # the inner optimizer at its best rate of the main comparison's (lowest mean)
         plain = min((k for k in lm if k.startswith(f"{inner}-lr")),

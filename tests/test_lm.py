@@ -490,7 +490,7 @@ def test_the_report_gives_mean_std_and_paired_differences_by_hand(tmp_path):
     (folder / "unfinished").mkdir()  # a record without a test perplexity is left out
     (folder / "unfinished" / "record.json").write_text(json.dumps({"epochs": []}))
     run.main(["--report", "--out", str(tmp_path)])
-    report = (tmp_path / "lm.md").read_text()
+    report = (tmp_path / "lm_cpu.md").read_text()
     assert f"| SGD lr 30 | 3 | 62.00 ± 2.00 | 60.00, 62.00, 64.00 | 63.00 | 3, 3, 3 | 1.5 | " \
            f"{run.PAPER['sgd']} |" in report
     assert f"| Lookahead(SGD) lr 30 | 3 | 61.00 ± {math.sqrt(3):.2f} |" in report
@@ -498,8 +498,8 @@ def test_the_report_gives_mean_std_and_paired_differences_by_hand(tmp_path):
     assert "| Adam lr 0.003 | 1 | 50.00 ± 0.00 |" in report
     assert "| Lookahead(SGD) | 30 | 10 | 0.8 | 70.00 |" in report  # the grid table
     assert "not Penn Treebank" in report and "63.90" in report and "57.72" in report
-    assert (tmp_path / "lm_curves.png").stat().st_size > 0
-    payload = json.loads((tmp_path / "lm.json").read_text())
+    assert (tmp_path / "lm_cpu_curves.png").stat().st_size > 0
+    payload = json.loads((tmp_path / "lm_cpu.json").read_text())
     assert payload["summary"]["sgd-lr30"]["test_ppl"] == [60, 62, 64]
     assert "unfinished" not in payload["runs"]
 
@@ -567,7 +567,7 @@ def test_sweep_keeps_finished_runs_resumes_a_stopped_one_and_reports(tmp_path, c
     # what the made-up records hold is what the harness writes
     fake = json.loads((folder / "sgd-lr30-s0" / "record.json").read_text())
     assert set(fake) <= set(resumed) and set(fake["args"]) <= set(resumed["args"])
-    report = (tmp_path / "lm.md").read_text()
+    report = (tmp_path / "lm_cpu.md").read_text()
     assert "| Polyak(SGD) lr 30 | 1 | 42.00 ± 0.00 |" in report
     assert f"| Adam lr 0.01 | 1 | {test_ppl:.2f} ± 0.00 |" in report
 
@@ -648,7 +648,7 @@ def test_cpu_long_runs_each_optimizer_at_its_best_grid_rate(tmp_path):
     _fake_record(folder, "sgd", 10, 1, 80, name="sgd-lr10-s1", profile="cpu-long",
                  source="ptb")
     run.main(["--profile", "cpu-long", "--seeds", "2", "--report", "--out", str(tmp_path)])
-    report = (tmp_path / "lm_cpu_long.md").read_text()
+    report = (tmp_path / "lm.md").read_text()
     assert "at the rate of its best validation perplexity on seed 0" in report
     assert "| SGD lr 10 | 2 | 85.00 ± 7.07 |" in report  # seeds 90 and 80
     assert "| Lookahead(Adam) lr 0.01 | 1 | 84.00 ± 0.00 |" in report
@@ -665,5 +665,5 @@ def test_cpu_long_runs_each_optimizer_at_its_best_grid_rate(tmp_path):
     assert ("0 of these 6 runs ended on the plateau rule, 6 at the cap of 15 epochs. In its "
             "last epoch, each run's validation perplexity changed by -1.22 % to -1.08 %.") \
         in report
-    assert json.loads((tmp_path / "lm_cpu_long.json").read_text())["profile"] == "cpu-long"
-    assert not (tmp_path / "lm.md").exists()  # the cpu profile's report is left alone
+    assert json.loads((tmp_path / "lm.json").read_text())["profile"] == "cpu-long"
+    assert not (tmp_path / "lm_cpu.md").exists()  # the cpu profile's report is left alone

@@ -4,9 +4,10 @@ and training and validation curves.
 
 Each run is one process of benchmarks/lm/train.py with its own folder under
 benchmarks/results/lm/runs/<profile>/; a run whose record.json holds a test perplexity is not
-redone, and one stopped part-way is resumed from its last epoch. The report,
-benchmarks/results/lm.md with lm_curves.png and lm.json, is rewritten from every record present
-(for a profile other than cpu: lm_<profile>.md and so on, e.g. lm_cpu_long.md).
+redone, and one stopped part-way is resumed from its last epoch. The report is rewritten from
+every record present: for the cpu-long profile (PTB, trained to a plateau: the results the
+README quotes) benchmarks/results/lm.md with lm_curves.png and lm.json; for another profile
+lm_<profile>.md and so on (lm_cpu.md: the cpu profile's short runs).
 
     python -m benchmarks.lm.run --data-dir ../shared/data/multi30k    # CPU profile, 3 seeds
     python -m benchmarks.lm.run --suite lr-grid --data-dir ../shared/data/multi30k
@@ -289,7 +290,7 @@ def _anchor(groups, first):
 def write_report(args):
     from benchmarks.lm import model as awd  # imports Keras: not in the sweep's own process
 
-    name = "lm" if args.profile == "cpu" else "lm_" + args.profile.replace("-", "_")
+    name = "lm" if args.profile == "cpu-long" else "lm_" + args.profile.replace("-", "_")
     records = load_records(args)
     if not records:
         raise SystemExit(f"no finished runs under {folder_of(args)}")
