@@ -215,6 +215,7 @@ def test_small_run_learns_and_records_every_epoch(tmp_path, optimizer):
     _assert_learns_and_records_every_epoch(record)
     assert record["args"]["profile"] == "tiny" and record["args"]["blocks"] == 1
     assert [m["cores"] for m in record["machines"]] == [os.cpu_count()]
+    assert record["wall_seconds"] > sum(e["seconds"] for e in record["epochs"])
 
 
 @tf_only
@@ -328,6 +329,9 @@ def test_the_report_pairs_seeds_and_says_what_is_missing_and_how_flat_the_end_is
                          for i, a in enumerate(accs)]
         if opt == "sgd":  # the others as records made before they named their machine
             rec["machines"] = [{"cpu": "Some CPU", "cores": 2, "commit": "1234abc"}]
+        walls = {"sgd-s0": 600, "sgd-s1": 660, "lookahead-sgd-s0": 720}  # the others: none
+        if name in walls:
+            rec["wall_seconds"] = walls[name]
         (runs / f"main-{name}.json").write_text(json.dumps(rec))
     sweep.main(["--profile", "tiny", "--seeds", "2", "--report", "--out", str(tmp_path)])
     report = (tmp_path / "cifar.md").read_text()
@@ -336,6 +340,9 @@ def test_the_report_pairs_seeds_and_says_what_is_missing_and_how_flat_the_end_is
     assert ("**A partial sweep**: 1 run of the main comparison (2 seeds) not finished yet: "
             "main-lookahead-adam-s1.") in report
     assert "| 50.00, 52.00 | not evaluated |" in report and "| 53.00, 51.00 |" in report
+    # minutes per run, training (3 epochs of 1 s) and whole run (its mean where recorded)
+    assert "| 0.1, 10.5 |" in report and "| 0.1, 12.0 (1 of 2 runs recorded it) |" in report
+    assert "| 0.1, – |" in report  # Adam: no run recorded it
     # +3 and -1 points: mean +1, sample std sqrt(8) = 2.83
     assert ("Lookahead(SGD) − SGD: +1.00 ± 2.83 points (1 of 2 seeds higher; per seed +3.00, "
             "-1.00)") in report

@@ -56,6 +56,7 @@ from examples import _distribute  # noqa: E402
 from examples._args import fill_from_profile, require_counts  # noqa: E402
 from examples._data import image_folder, local_folder  # noqa: E402
 
+_STARTED = time.time()  # when this process loaded the harness
 PROFILES = {
     "paper": dict(dataset="cifar10", model="resnet18", width=64, epochs=200, batch_size=128,
                   milestones=(60, 120, 160), lr_decay=0.2, weight_decay=5e-4, limit=0,
@@ -458,6 +459,7 @@ def run(args):
                                            lambda ds: model.evaluate(ds, verbose=0)))
     final = record["epochs"][-1]
     record["final"] = {k: final[k] for k in ("test_accuracy", "test_loss", "train_loss")}
+    record["wall_seconds"] = time.time() - _STARTED  # the whole run: imports, data, evaluations
     if args.out and dist.is_chief:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out + ".tmp", "w") as f:
