@@ -158,3 +158,19 @@ def write_json(path, payload):
 
 def progress(msg):
     print(msg, flush=True)
+
+
+def measure_or_rewrite(args, stem, arg_names, measure, write_results, **fixed):
+    """The main of a script that writes `<stem>.md` and `<stem>.json` into `args.out`. With
+    `args.from_json` the report is rewritten from the JSON and nothing is measured; otherwise
+    the payload (the command, the machine, the arguments named in `arg_names`, then `fixed`)
+    gets its measurements from `measure(args, payload)`, which adds them to it, and is written
+    by `write_results(payload, out)`."""
+    os.makedirs(args.out, exist_ok=True)
+    if args.from_json:
+        with open(os.path.join(args.out, stem + ".json")) as f:
+            return write_results(json.load(f), args.out)
+    payload = {"command": command_line(), "machine": machine(),
+               "args": {k: getattr(args, k) for k in arg_names}, **fixed}
+    measure(args, payload)
+    return write_results(payload, args.out)

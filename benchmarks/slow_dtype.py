@@ -239,15 +239,9 @@ def main(argv=None):
     args = parse_args(argv)
     if args.worker:
         return worker(args.worker, args.worker_lr, args.worker_seed, args, args.worker_out)
-    os.makedirs(args.out, exist_ok=True)
-    if args.from_json:
-        with open(os.path.join(args.out, "slow_dtype.json")) as f:
-            return write_results(json.load(f), args.out)
-    payload = {"command": h.command_line(), "machine": h.machine(),
-               "args": {k: getattr(args, k) for k in ("lrs", "seeds", "epochs", "batch_size",
-                                                      "k", "alpha", "quick")}}
-    payload["runs"] = run_all(args)
-    write_results(payload, args.out)
+    h.measure_or_rewrite(args, "slow_dtype", ("lrs", "seeds", "epochs", "batch_size", "k",
+                                              "alpha", "quick"),
+                         lambda a, payload: payload.update(runs=run_all(a)), write_results)
 
 
 if __name__ == "__main__":

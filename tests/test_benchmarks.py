@@ -143,3 +143,57 @@ def test_records_keep_each_machine_a_run_ran_on_and_reports_name_them():
     assert line == ["Runs made on: Elsewhere CPU, 64 cores, commit 0abc123 (2 runs); not "
                     "recorded (made before records named their machine) (1 run).", ""]
     assert "then" in h.machines_line([moved])[0]
+
+
+@pytest.mark.backend_independent  # its processes run on torch, whatever the pass's backend
+@pytest.mark.slow
+def test_torch_threads_tiny_run_measures_each_setting_and_rewrites_its_report(tmp_path):
+    pytest.importorskip("torch")
+    from benchmarks import torch_threads
+
+    torch_threads.main(["--tiny", "--settings", "two-passive", "--out", str(tmp_path)])
+    payload = json.loads((tmp_path / "torch_threads.json").read_text())
+    # alone is measured though not asked for (the ratios are to it); two at once is two runs
+    assert payload["args"]["settings"] == ["alone", "two-passive"]
+    assert [len(payload["runs"][n]) for n in ("alone", "two-passive")] == [1, 2]
+    for one in payload["runs"]["alone"] + payload["runs"]["two-passive"]:
+        assert len(one["seconds"]) == 2 and all(s > 0 for s in one["seconds"]), one
+    summary = payload["summary"]
+    assert summary["alone"]["first_ratio"] == summary["alone"]["later_ratio"] == 1.0
+    # the ratio is the setting's median over the alone median: here, of its two processes'
+    later = sorted(one["seconds"][1] for one in payload["runs"]["two-passive"])
+    assert summary["two-passive"]["later_ratio"] == pytest.approx(
+        (later[0] + later[1]) / 2 / payload["runs"]["alone"][0]["seconds"][1])
+    md = tmp_path / "torch_threads.md"
+    assert "| alone | 1 | " in md.read_text()
+    assert "| two at once, OMP_WAIT_POLICY=PASSIVE | 2 | " in md.read_text()
+    md.unlink()
+    torch_threads.main(["--from-json", "--out", str(tmp_path)])  # nothing measured
+    assert "| two at once, OMP_WAIT_POLICY=PASSIVE | 2 | " in md.read_text()
+
+
+@pytest.mark.backend_independent  # argument parsing
+@pytest.mark.parametrize("argv, message", [
+    (["--rounds", "0"], "--rounds 0: must be 1 or more"),
+    (["--epochs", "1"], "--epochs 1: must be 2 or more"),  # the later epochs need one
+    (["--settings", "alone,bogus"], "--settings 'alone,bogus': choose from alone, "
+                                    "alone-passive, two, two-passive, two-one-thread"),
+    (["--settings", ","], "--settings ',': choose from"),
+])
+def test_torch_threads_refuses_bad_arguments_by_name(argv, message, capsys):
+    from benchmarks import torch_threads
+
+    with pytest.raises(SystemExit):
+        torch_threads.parse_args(argv)
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.backend_independent  # argument parsing
+def test_torch_threads_settings_start_with_alone_once_and_tiny_is_smallest():
+    from benchmarks import torch_threads
+
+    args = torch_threads.parse_args(["--settings", "two,alone,two"])
+    assert args.settings == ["alone", "two"]
+    assert torch_threads.parse_args([]).settings == list(torch_threads.SETTINGS)
+    tiny = torch_threads.parse_args(["--tiny", "--rounds", "5"])
+    assert (tiny.rounds, tiny.epochs, tiny.images) == (1, 2, 80)
