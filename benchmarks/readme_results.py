@@ -38,28 +38,43 @@ def _mean_std(summary, key, mean, std, name):
     return _link(f"{s[mean]:.2f} ± {s[std]:.2f}", name)
 
 
+def _run_arg(payload, key="epochs"):
+    """The one value of run argument `key` across a results file's runs (its budget)."""
+    values = {r["args"][key] for r in payload["runs"].values()}
+    if len(values) != 1:
+        raise SystemExit(f"the runs disagree on {key}: {sorted(values)}")
+    return values.pop()
+
+
 def table():
-    cifar = _load("cifar")["summary"]
-    nmt = _load("nmt")["summary"]
+    cifar_file = _load("cifar_cpu_long")
+    cifar = cifar_file["summary"]
+    nmt_file = _load("nmt")
+    nmt = nmt_file["summary"]
     perf = _load("performance")
-    rows = ["| what (our CPU runs: short, small; see each file) | without Lookahead | "
-            "with Lookahead |", "|---|---|---|"]
-    acc = ("test_accuracy_mean", "test_accuracy_std", "cifar")
-    rows.append(f"| CIFAR-10, test accuracy %, SGD, {cifar['sgd']['seeds']} seeds | "
+    rows = ["| what (our CPU runs at a small scale; the budget in each row, more in each file) | "
+            "without Lookahead | with Lookahead |", "|---|---|---|"]
+    acc = ("test_accuracy_mean", "test_accuracy_std", "cifar_cpu_long")
+    budget = (f"{_run_arg(cifar_file, 'limit'):,} training images, "
+              f"{_run_arg(cifar_file)} epochs to the end of the rate schedule")
+    rows.append(f"| CIFAR-10, test accuracy %, SGD, {budget}, {cifar['sgd']['seeds']} seeds | "
                 f"{_mean_std(cifar, 'sgd', *acc)} | {_mean_std(cifar, 'lookahead-sgd', *acc)} |")
-    rows.append(f"| CIFAR-10, test accuracy %, Adam, {cifar['adam']['seeds']} seeds | "
+    rows.append(f"| CIFAR-10, test accuracy %, Adam, {budget}, {cifar['adam']['seeds']} seeds | "
                 f"{_mean_std(cifar, 'adam', *acc)} | {_mean_std(cifar, 'lookahead-adam', *acc)} |")
     bleu = ("bleu_mean", "bleu_std", "nmt")
-    rows.append(f"| Multi30k En→De, test BLEU, Adam, {nmt['adam']['seeds']} seeds | "
+    rows.append(f"| Multi30k En→De, test BLEU, Adam, {_run_arg(nmt_file)} epochs (short), "
+                f"{nmt['adam']['seeds']} seeds | "
                 f"{_mean_std(nmt, 'adam', *bleu)} | {_mean_std(nmt, 'lookahead-adam', *bleu)} |")
-    lm = _load("lm_cpu")["summary"]
+    lm_file = _load("lm_cpu")
+    lm = lm_file["summary"]
     ppl = ("test_ppl_mean", "test_ppl_std", "lm_cpu")
     for inner, label in (("sgd", "SGD"), ("adam", "Adam")):
         # the inner optimizer at its best rate of the main comparison's (lowest mean)
         plain = min((k for k in lm if k.startswith(f"{inner}-lr")),
                     key=lambda k: lm[k]["test_ppl_mean"])
         rows.append(f"| Multi30k English as a PTB stand-in, test perplexity (lower is better), "
-                    f"AWD-LSTM, {label} at its best rate, {lm[plain]['seeds']} seeds "
+                    f"AWD-LSTM, {label} at its best rate, {_run_arg(lm_file)} epochs (short), "
+                    f"{lm[plain]['seeds']} seeds "
                     f"| {_mean_std(lm, plain, *ppl)} | "
                     f"{_mean_std(lm, 'lookahead-' + plain, *ppl)} |")
     largest = max(perf["args"]["sizes"])
