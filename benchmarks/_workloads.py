@@ -126,16 +126,25 @@ def torch_modes(shapes):
     import keras
     import torch
 
+    # Every tensor on the device Keras puts its variables on (the GPU where one is visible),
+    # and each call waits for that device's queue: CUDA kernels return before they finish.
+    wait = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+
     def optimizer_step(make_opt):
         variables = [keras.Variable(a) for a in random_arrays(shapes, 0, 0.01)]
-        grads = [torch.as_tensor(a) for a in random_arrays(shapes, 1)]
+        grads = [keras.ops.convert_to_tensor(a) for a in random_arrays(shapes, 1)]
         opt = make_opt()
         opt.build(variables)
-        return lambda: opt.apply(grads, variables)
+
+        def run():
+            opt.apply(grads, variables)
+            wait()
+
+        return run
 
     def sync_step():
-        fast = [torch.as_tensor(a) for a in random_arrays(shapes, 2)]
-        slow = [torch.as_tensor(a) for a in random_arrays(shapes, 3)]
+        fast = [keras.ops.convert_to_tensor(a) for a in random_arrays(shapes, 2)]
+        slow = [keras.ops.convert_to_tensor(a) for a in random_arrays(shapes, 3)]
 
         from keras_lookahead import _forms, _keras_compat  # the package's torch sync
 
@@ -144,6 +153,7 @@ def torch_modes(shapes):
         def run():
             with torch.no_grad():
                 _forms.torch_slow_update(op, slow, fast, ALPHA)
+            wait()
 
         return run
 

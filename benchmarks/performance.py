@@ -16,7 +16,10 @@ call after warm-up, median of per-round ratios):
 
 Writes benchmarks/results/performance.md, performance.json (every raw number) and
 performance_scaling.png. On a machine with a GPU, every backend is measured again with the GPU
-visible (the "device" column); here only the CPU is.
+visible (the "device" column; `--devices gpu` for that column alone); here only the CPU is. Each
+timed call waits for the device: JAX blocks on its outputs, PyTorch synchronizes CUDA. The GPU
+column has been measured for JAX and PyTorch (benchmarks/results/gpu/); TensorFlow was not on that
+machine, and whether its timed tf.function calls wait for the GPU's queue is not verified.
 
     python -m benchmarks.performance                  # everything, under 20 minutes on 2 cores
     python -m benchmarks.performance --quick          # a smoke run of every part (~3 minutes)
@@ -151,15 +154,23 @@ def torch_peer_row(shapes, calls, rounds):
     import pytorch_optimizer
     import torch
 
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # where Keras's torch backend works
+    wait = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
     def stepper(wrap):
-        params = [torch.nn.Parameter(torch.as_tensor(a).clone())
+        params = [torch.nn.Parameter(torch.as_tensor(a, device=device).clone())
                   for a in wl.random_arrays(shapes, 0, 0.01)]
         for p, g in zip(params, wl.random_arrays(shapes, 1)):
-            p.grad = torch.as_tensor(g)
+            p.grad = torch.as_tensor(g, device=device)
         opt = torch.optim.Adam(params, lr=1e-3)
         if wrap:
             opt = pytorch_optimizer.Lookahead(opt, k=PEER_K, alpha=wl.ALPHA)
-        return opt.step
+
+        def run():
+            opt.step()
+            wait()
+
+        return run
 
     r = h.compare(stepper(False), stepper(True), calls=calls, rounds=rounds)
     r.update(backend="torch", mode="eager", inner="torch.optim.Adam", k=PEER_K,
@@ -569,6 +580,8 @@ def parse_args(argv):
     p.add_argument("--fit-rounds", type=int, default=5)
     p.add_argument("--memory-params", type=int, default=MEMORY_PARAMS)
     p.add_argument("--out", default=RESULTS)
+    p.add_argument("--devices", help="comma-separated, of cpu and gpu (default: cpu, and gpu "
+                   "where nvidia-smi lists one)")
     p.add_argument("--from-json", action="store_true",
                    help="rewrite performance.md and the plot from performance.json (no timing)")
     p.add_argument("--worker", choices=BACKENDS, help=argparse.SUPPRESS)
@@ -610,6 +623,13 @@ def parse_args(argv):
         if not values or (parse is int and min(values) < 1):
             p.error(f"--{name} {given[name]!r}: must list values of 1 or more")
         setattr(args, name, values)
+    if args.devices is not None:
+        devices = [d for d in args.devices.split(",") if d]
+        if not devices or set(devices) - {"cpu", "gpu"}:
+            p.error(f"--devices {args.devices!r}: must be comma-separated, of cpu and gpu")
+        if "gpu" in devices and not gpu_present():
+            p.error("--devices gpu: nvidia-smi lists no GPU on this machine")
+        args.devices = list(dict.fromkeys(devices))
     unknown = sorted(set(args.inners) - set(INNERS))
     if unknown:
         p.error(f"--inners: unknown {unknown}; choose from {list(INNERS)}")
@@ -637,7 +657,7 @@ def main(argv=None):
     unknown = sorted(set(backends) - set(BACKENDS))
     if unknown:
         raise SystemExit(f"--backends: unknown {unknown}; choose from {BACKENDS}")
-    devices = ["cpu"] + (["gpu"] if gpu_present() else [])
+    devices = args.devices or ["cpu"] + (["gpu"] if gpu_present() else [])
     payload = {"command": h.command_line(), "devices": devices, "optimizer": [], "fit": [],
                "peak_memory": [], "machines": [],
                "args": {k: getattr(args, k) for k in ("sizes", "ks", "inners", "rounds",

@@ -123,6 +123,18 @@ def test_tiny_and_quick_are_refused_together(capsys):
     assert "--quick and --tiny: choose one" in capsys.readouterr().err
 
 
+@pytest.mark.backend_independent
+def test_devices_must_be_cpu_or_gpu_and_a_gpu_must_be_there(capsys):
+    with pytest.raises(SystemExit):
+        performance.parse_args(["--devices", "cpu,tpu"])
+    assert "--devices 'cpu,tpu': must be comma-separated, of cpu and gpu" in capsys.readouterr().err
+    assert performance.parse_args(["--devices", "cpu,cpu"]).devices == ["cpu"]
+    if not performance.gpu_present():
+        with pytest.raises(SystemExit):
+            performance.parse_args(["--devices", "gpu"])
+        assert "--devices gpu: nvidia-smi lists no GPU" in capsys.readouterr().err
+
+
 @pytest.mark.backend_independent  # dictionaries and a sentence: the same on every backend
 def test_records_keep_each_machine_a_run_ran_on_and_reports_name_them():
     import os
