@@ -59,7 +59,9 @@ def test_every_docs_page_and_results_page_is_in_the_nav():
     pages = {p for p in os.listdir(os.path.join(ROOT, "docs")) if p.endswith(".md")}
     results = {f"results/{p}" for p in os.listdir(os.path.join(ROOT, "benchmarks", "results"))
                if p.endswith(".md")}
-    assert "results/cifar.md" in results
+    gpu = os.path.join(ROOT, "benchmarks", "results", "gpu")
+    results |= {f"results/gpu/{p}" for p in os.listdir(gpu) if p.endswith(".md")}
+    assert "results/cifar.md" in results and "results/gpu/performance.md" in results
     missing = {p for p in pages | results if not re.search(rf": {re.escape(p)}$", nav, re.M)}
     assert not missing, missing
 

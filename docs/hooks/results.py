@@ -16,11 +16,20 @@ _RESULTS = os.path.join(_ROOT, "benchmarks", "results")
 _PUBLISHED = (".md", ".png", ".json")
 
 
+# Reports a script wrote on another machine under its fixed file names (the performance suite
+# on a GPU machine: --devices gpu --out ...), kept in a folder of their own.
+_FOLDERS = ("", "gpu")
+
+
 def _published(config):
-    for name in sorted(os.listdir(_RESULTS)):
-        path = os.path.join(_RESULTS, name)
-        if os.path.isfile(path) and name.endswith(_PUBLISHED):
-            yield f"results/{name}", path
+    for folder in _FOLDERS:
+        where = os.path.join(_RESULTS, folder)
+        if not os.path.isdir(where):
+            continue
+        for name in sorted(os.listdir(where)):
+            path = os.path.join(where, name)
+            if os.path.isfile(path) and name.endswith(_PUBLISHED):
+                yield "/".join(filter(None, ("results", folder, name))), path
     yield "changelog.md", os.path.join(_ROOT, "CHANGELOG.md")
 
 

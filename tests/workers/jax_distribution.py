@@ -15,6 +15,9 @@ import os
 import sys
 
 os.environ["KERAS_BACKEND"] = "jax"
+# The two devices are host devices: where a GPU is visible JAX would otherwise pick it, one
+# device (seen on an H200 machine: DeviceMesh((1, 2)) refused, and a single-device sharding).
+os.environ["JAX_PLATFORMS"] = "cpu"
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                            + " --xla_force_host_platform_device_count=2")
 
