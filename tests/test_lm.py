@@ -657,6 +657,10 @@ def test_cpu_long_runs_each_optimizer_at_its_best_grid_rate(tmp_path):
             "lookahead-sgd-lr30-s1, polyak-sgd-lr10-s1, adam-lr0.003-s1, "
             "lookahead-adam-lr0.01-s1") in report
     assert "| Zaremba et al. 2014, 2 × 200 LSTM, no dropout | 5M | 114.5 | -29.50 |" in report
+    # Adam's 0.003 lies inside its grid; the others' best rates are at an end of theirs
+    assert ("Best rates at an end of their grid, where a rate beyond was not tried: SGD 10 "
+            "(lowest), Lookahead(SGD) 30 (highest), Polyak(SGD) 10 (lowest), Lookahead(Adam) "
+            "0.01 (highest).") in report
     assert "| Merity et al. 2018, AWD-LSTM 3 × 1150, fine-tuned | 24M | 57.3 | +27.70 |" in report
     assert "halved after 1 epoch without a better validation perplexity and after every " \
         "epoch from epoch 8 on." in report

@@ -177,6 +177,23 @@ def best_rates(args, records):
     return best
 
 
+def _grid_ends(args, records):
+    """A line naming each optimizer whose best rate is the lowest or highest of its grid: a rate
+    beyond it was not tried, so the best there is only the best of what was."""
+    if args.profile not in BEST_RATES:
+        return []
+    sgd_grid, adam_grid = GRIDS[args.profile][:2]
+    ends = []
+    for opt, lr in best_rates(args, records).items():
+        rates = sorted(float(r) for r in (sgd_grid if opt.endswith("sgd") else adam_grid))
+        if lr in (rates[0], rates[-1]):
+            ends.append(f"{LABELS[opt]} {lr:g} ({'lowest' if lr == rates[0] else 'highest'})")
+    if not ends:
+        return []
+    return [f"Best rates at an end of their grid, where a rate beyond was not tried: "
+            f"{', '.join(ends)}.", ""]
+
+
 # -- report ------------------------------------------------------------------------------------
 
 def load_records(args):
@@ -392,6 +409,7 @@ def write_report(args):
                          f"{ra['k'] if la else '–'} | {ra['alpha'] if la else '–'} | "
                          f"{r['test_ppl']:.2f} | {r['valid_ppl']:.2f} | {r['best_epoch']} |")
         lines.append("")
+        lines += _grid_ends(args, records)
     lines += _anchor(groups, first)
     lines += ["## Published numbers, for reading beside ours", "",
               "Test perplexity on Penn Treebank with the full AWD-LSTM (3 × 1150, 24M "
