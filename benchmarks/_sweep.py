@@ -46,13 +46,16 @@ def load_run_records(folder, done=os.path.exists):
     return records
 
 
-def partial_sweep(names, finished, seeds):
-    """The report's line naming the main comparison's runs (`names`) not in `finished` yet;
-    no line when every one has finished."""
+def partial_sweep(names, finished, seeds, later=None):
+    """The report's line naming the main comparison's runs (`names`) not in `finished` yet,
+    then `later` = (count, description) for runs that cannot be named yet (their rates come
+    from runs not finished), counted with them; no line when every one has finished."""
     missing = [n for n in names if n not in finished]
-    if not missing:
+    count = len(missing) + (later[0] if later else 0)
+    if not count:
         return []
-    return [f"**A partial sweep**: {len(missing)} run{'s' if len(missing) > 1 else ''} of the "
+    missing += [later[1]] if later else []
+    return [f"**A partial sweep**: {count} run{'s' if count > 1 else ''} of the "
             f"main comparison ({seeds} seeds) not finished yet: {', '.join(missing)}.", ""]
 
 

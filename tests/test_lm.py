@@ -633,6 +633,12 @@ def test_cpu_long_runs_each_optimizer_at_its_best_grid_rate(tmp_path):
     # one grid point missing: no best rate for its optimizer yet
     assert run.best_rates(args, records) == {"sgd": 10, "lookahead-sgd": 30, "polyak-sgd": 10,
                                              "adam": 0.003}
+    # the runs still to do before the grid is done: its last point and one seed more of each
+    # of the 5 optimizers, counted though their rates are not known yet
+    run.main(["--profile", "cpu-long", "--seeds", "2", "--report", "--out", str(tmp_path)])
+    assert ("**A partial sweep**: 6 runs of the main comparison (2 seeds) not finished yet: "
+            "lookahead-adam-lr0.01-s0, seed 1 of each optimizer (at rates the grid picks).") \
+        in (tmp_path / "lm.md").read_text()
     _fake_record(folder, "lookahead-adam", 0.01, 0, 84, name="lookahead-adam-lr0.01-s0",
                  profile="cpu-long", source="ptb")
     records = run.load_records(argparse.Namespace(**vars(args), out=str(tmp_path)))

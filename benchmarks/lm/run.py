@@ -276,9 +276,12 @@ def _missing(args, records):
         found = best_rates(args, records)
         best = {opt: f"{lr:g}" for opt, lr in found.items()} if len(found) == len(LABELS) else None
     names = [n for n, _ in runs_for(main, best)]
+    later = None
     if best is None and args.profile in BEST_RATES and args.seeds > 1:
-        names.append(f"seeds 1–{args.seeds - 1} of each optimizer (at rates the grid picks)")
-    return partial_sweep(names, records, args.seeds)
+        seeds = "seed 1" if args.seeds == 2 else f"seeds 1–{args.seeds - 1}"
+        later = (len(LABELS) * (args.seeds - 1),
+                 f"{seeds} of each optimizer (at rates the grid picks)")
+    return partial_sweep(names, records, args.seeds, later)
 
 
 def _stop_rule(a):
