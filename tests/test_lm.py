@@ -625,31 +625,53 @@ def test_cpu_long_runs_each_optimizer_at_its_best_grid_rate(tmp_path):
            ("adam", 0.001): 99, ("adam", 0.003): 85, ("adam", 0.01): 87,
            ("lookahead-adam", 0.001): 98, ("lookahead-adam", 0.003): 86,
            ("lookahead-adam", 0.01): 84}
+
+    def add(opt, lr, value, seed=0):
+        _fake_record(folder, opt, lr, seed, value, name=f"{opt}-lr{lr:g}-s{seed}",
+                     profile="cpu-long", source="ptb")
+
+    def load():
+        return run.load_records(argparse.Namespace(**vars(args), out=str(tmp_path)))
+
     for (opt, lr), value in ppl.items():
         if (opt, lr) != ("lookahead-adam", 0.01):
-            _fake_record(folder, opt, lr, 0, value, name=f"{opt}-lr{lr:g}-s0",
-                         profile="cpu-long", source="ptb")
-    records = run.load_records(argparse.Namespace(**vars(args), out=str(tmp_path)))
-    # one grid point missing: no best rate for its optimizer yet
-    assert run.best_rates(args, records) == {"sgd": 10, "lookahead-sgd": 30, "polyak-sgd": 10,
-                                             "adam": 0.003}
-    # the runs still to do before the grid is done: its last point and one seed more of each
-    # of the 5 optimizers, counted though their rates are not known yet
+            add(opt, lr, value)
+    records = load()
+    # one grid point missing: its optimizer has no best rate yet, the others whose best lies
+    # inside their grid have one, and the others run the paper's next rate beyond
+    assert run.best_rates(args, records) == {"adam": 0.003}
+    assert [n for n, _ in run.grid_runs(args, records)] == [
+        "sgd-lr5-s0", "lookahead-sgd-lr50-s0", "polyak-sgd-lr5-s0", "lookahead-adam-lr0.01-s0"]
+    # the runs still to do: the grid's, and one seed more of each of the 5 optimizers, counted
+    # though their rates are not known yet
     run.main(["--profile", "cpu-long", "--seeds", "2", "--report", "--out", str(tmp_path)])
-    assert ("**A partial sweep**: 6 runs of the main comparison (2 seeds) not finished yet: "
-            "lookahead-adam-lr0.01-s0, seed 1 of each optimizer (at rates the grid picks).") \
+    assert ("**A partial sweep**: 9 runs of the main comparison (2 seeds) not finished yet: "
+            "sgd-lr5-s0, lookahead-sgd-lr50-s0, polyak-sgd-lr5-s0, lookahead-adam-lr0.01-s0, "
+            "seed 1 of each optimizer at the rate the grid search picks (and any rate the "
+            "search adds beyond the grid's end where a best rate lies).") \
         in (tmp_path / "lm.md").read_text()
-    _fake_record(folder, "lookahead-adam", 0.01, 0, 84, name="lookahead-adam-lr0.01-s0",
-                 profile="cpu-long", source="ptb")
-    records = run.load_records(argparse.Namespace(**vars(args), out=str(tmp_path)))
+    # SGD's 5 is worse than its 10: 10 stays, inside what it tried; Lookahead(SGD)'s 50, the
+    # top of the paper's grid, is better: nothing beyond to try; Polyak's 5 is better, so 2.5
+    # is tried next, which is worse; Lookahead(Adam)'s 0.01, its best, brings 0.03, worse
+    add("lookahead-adam", 0.01, 84)
+    for opt, lr, value in (("sgd", 5, 93), ("lookahead-sgd", 50, 87), ("polyak-sgd", 5, 89)):
+        add(opt, lr, value)
+    assert [n for n, _ in run.grid_runs(args, load())] == ["polyak-sgd-lr2.5-s0",
+                                                           "lookahead-adam-lr0.03-s0"]
+    add("polyak-sgd", 2.5, 95)
+    add("lookahead-adam", 0.03, 89)
+    records = load()
+    assert run.grid_runs(args, records) == []
+    assert run.best_rates(args, records) == {"sgd": 10, "lookahead-sgd": 50, "polyak-sgd": 5,
+                                             "adam": 0.003, "lookahead-adam": 0.01}
     best = {o: f"{lr:g}" for o, lr in run.best_rates(args, records).items()}
     assert [n for n, _ in run.runs_for(args, best)] == [
-        "sgd-lr10-s0", "lookahead-sgd-lr30-s0", "polyak-sgd-lr10-s0", "adam-lr0.003-s0",
-        "lookahead-adam-lr0.01-s0", "sgd-lr10-s1", "lookahead-sgd-lr30-s1", "polyak-sgd-lr10-s1",
+        "sgd-lr10-s0", "lookahead-sgd-lr50-s0", "polyak-sgd-lr5-s0", "adam-lr0.003-s0",
+        "lookahead-adam-lr0.01-s0", "sgd-lr10-s1", "lookahead-sgd-lr50-s1", "polyak-sgd-lr5-s1",
         "adam-lr0.003-s1", "lookahead-adam-lr0.01-s1"]
     k_alpha = [n for n, _ in run.runs_for(argparse.Namespace(**{**vars(args), "suite":
                                                               "k-alpha"}), best)]
-    assert "lookahead-sgd-lr30-k20-a0.8-s0" in k_alpha and "lookahead-adam-lr0.01-k10-a0.5-s0" \
+    assert "lookahead-sgd-lr50-k20-a0.8-s0" in k_alpha and "lookahead-adam-lr0.01-k10-a0.5-s0" \
         in k_alpha and len(k_alpha) == 2 * (3 * 2 - 1)
     _fake_record(folder, "sgd", 10, 1, 80, name="sgd-lr10-s1", profile="cpu-long",
                  source="ptb")
@@ -660,20 +682,21 @@ def test_cpu_long_runs_each_optimizer_at_its_best_grid_rate(tmp_path):
     assert "| Lookahead(Adam) lr 0.01 | 1 | 84.00 ± 0.00 |" in report
     # the runs still to do, named; the baseline beside the published LSTMs (85 − 114.5 ...)
     assert ("4 runs of the main comparison (2 seeds) not finished yet: "
-            "lookahead-sgd-lr30-s1, polyak-sgd-lr10-s1, adam-lr0.003-s1, "
+            "lookahead-sgd-lr50-s1, polyak-sgd-lr5-s1, adam-lr0.003-s1, "
             "lookahead-adam-lr0.01-s1") in report
     assert "| Zaremba et al. 2014, 2 × 200 LSTM, no dropout | 5M | 114.5 | -29.50 |" in report
-    # Adam's 0.003 lies inside its grid; the others' best rates are at an end of theirs
-    assert ("Best rates at an end of their grid, where a rate beyond was not tried: SGD 10 "
-            "(lowest), Lookahead(SGD) 30 (highest), Polyak(SGD) 10 (lowest), Lookahead(Adam) "
-            "0.01 (highest).") in report
+    # only Lookahead(SGD)'s 50 is at an end of what the search may try
+    assert ("Best rates at an end of the paper's grid, where a rate beyond was not tried: "
+            "Lookahead(SGD) 50 (highest).") in report
+    assert ("the search starts from {10, 30} for the SGD family and {0.001, 0.003, 0.01} for "
+            "the Adam family") in report
     assert "| Merity et al. 2018, AWD-LSTM 3 × 1150, fine-tuned | 24M | 57.3 | +27.70 |" in report
     assert "halved after 1 epoch without a better validation perplexity and after every " \
         "epoch from epoch 8 on." in report
     # the last of three epochs: validation t + 1 after t + 2, so −100 / (t + 2) %, from
-    # t = 80 (−1.22 %) to t = 91 (−1.08 %) among the main comparison's runs
+    # t = 80 (−1.22 %) to t = 90 (−1.09 %) among the main comparison's runs
     assert ("0 of these 6 runs ended on the plateau rule, 6 at the cap of 15 epochs. In its "
-            "last epoch, each run's validation perplexity changed by -1.22 % to -1.08 %.") \
+            "last epoch, each run's validation perplexity changed by -1.22 % to -1.09 %.") \
         in report
     assert json.loads((tmp_path / "lm.json").read_text())["profile"] == "cpu-long"
     assert not (tmp_path / "lm_cpu.md").exists()  # the cpu profile's report is left alone

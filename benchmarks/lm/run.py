@@ -51,8 +51,9 @@ GRIDS = {
     "cpu-long": (("10", "30"), ("0.001", "0.003", "0.01"), ("5", "10", "20"), ("0.5", "0.8")),
 }
 # Profiles whose main comparison runs each optimizer at its own best rate: the grid covers all
-# five optimizers on seed 0 (each the grid of its inner optimizer), and the rate with the best
-# validation perplexity there is the one the other seeds run.
+# five optimizers on seed 0 (each the grid of its inner optimizer), grown by the paper's next
+# rate while an optimizer's best lies at an end of what it tried (grid_search), and the rate
+# with the best validation perplexity there is the one the other seeds run.
 BEST_RATES = ("cpu-long",)
 # Published test perplexities of LSTM language models on PTB, to place our SGD baseline:
 # (model, parameters, test perplexity). Zaremba et al. 2014 (SGD, no dropout / dropout) and
@@ -155,42 +156,84 @@ def run_all(args):
         return (f"test perplexity {r['test_ppl']:.2f} (best epoch {r['best_epoch']}, "
                 f"validation {r['valid_ppl']:.2f})")
 
-    run_sweep(runs_for(args), command, record, summary, folder, h.ROOT, done=_finished)
-    if args.profile in BEST_RATES and args.suite != "lr-grid":
-        # the grid is done: the other seeds (and the k × α grid) at each optimizer's best rate
+    if args.profile not in BEST_RATES:
+        run_sweep(runs_for(args), command, record, summary, folder, h.ROOT, done=_finished)
+        return
+    # the grid search on seed 0, step by step (a best rate at an end adds the rate beyond)
+    while pending := grid_runs(args, load_records(args)):
+        run_sweep(pending, command, record, summary, folder, h.ROOT, done=_finished)
+    if args.suite != "lr-grid":
+        # the other seeds (and the k × α grid) at each optimizer's best rate
         best = {opt: f"{lr:g}" for opt, lr in best_rates(args, load_records(args)).items()}
         run_sweep(runs_for(args, best), command, record, summary, folder, h.ROOT,
                   done=_finished)
 
 
+def _ladder(args, opt):
+    """(the rates a grid search may reach, ascending; the grid it starts from) for `opt`: the
+    profile's grid and the paper's (App. C.3) together, so that a best rate at an end of the
+    small grid is checked against the paper's next rate beyond it."""
+    family = 0 if opt.endswith("sgd") else 1
+    start = GRIDS[args.profile][family]
+    return sorted(set(start) | set(GRIDS["paper"][family]), key=float), start
+
+
+def grid_search(args, records, opt):
+    """(the rates `opt` still has to run on seed 0 at k=5, α=0.5; its best rate or None).
+
+    The search starts from the profile's grid; while the best validation perplexity of the
+    rates tried (ties: the lower rate) lies at the lowest or highest of them and the ladder
+    (_ladder) has a rate beyond, that rate is tried too. The best is known once nothing is left
+    to run."""
+    ladder, tried = _ladder(args, opt)
+    tried = list(tried)
+    found = {lr: r for r in records.values() for lr in ladder
+             if _config(r) == (opt, float(lr), 5, 0.5) and r["args"]["seed"] == 0}
+    while True:
+        pending = [lr for lr in tried if lr not in found]
+        if pending:
+            return pending, None
+        best = min(tried, key=lambda lr: (found[lr]["valid_ppl"], float(lr)))
+        at = ladder.index(best)
+        rates = sorted(tried, key=float)
+        if best == rates[0] and at > 0:
+            tried.append(ladder[at - 1])
+        elif best == rates[-1] and at < len(ladder) - 1:
+            tried.append(ladder[at + 1])
+        else:
+            return [], best
+
+
+def grid_runs(args, records):
+    """(name, extra arguments) of the seed-0 grid runs the search (grid_search) needs next."""
+    return [_run(opt, lr, 0) for opt in LABELS for lr in grid_search(args, records, opt)[0]]
+
+
 def best_rates(args, records):
     """{optimizer: the rate of its best validation perplexity on seed 0 (k=5, α=0.5)}, for the
-    optimizers whose whole grid has finished."""
-    sgd_grid, adam_grid = GRIDS[args.profile][:2]
+    optimizers whose grid search (grid_search) has finished."""
     best = {}
     for opt in LABELS:
-        grid = sgd_grid if opt.endswith("sgd") else adam_grid
-        found = {lr: r for r in records.values() for lr in grid
-                 if _config(r) == (opt, float(lr), 5, 0.5) and r["args"]["seed"] == 0}
-        if len(found) == len(grid):  # ties: the lower rate
-            best[opt] = float(min(grid, key=lambda lr: (found[lr]["valid_ppl"], float(lr))))
+        rate = grid_search(args, records, opt)[1]
+        if rate is not None:
+            best[opt] = float(rate)
     return best
 
 
 def _grid_ends(args, records):
-    """A line naming each optimizer whose best rate is the lowest or highest of its grid: a rate
-    beyond it was not tried, so the best there is only the best of what was."""
+    """A line naming each optimizer whose best rate is the lowest or highest the search may
+    try (the paper's grid's end): a rate beyond it was not tried, so the best there is only the
+    best of what was."""
     if args.profile not in BEST_RATES:
         return []
-    sgd_grid, adam_grid = GRIDS[args.profile][:2]
     ends = []
     for opt, lr in best_rates(args, records).items():
-        rates = sorted(float(r) for r in (sgd_grid if opt.endswith("sgd") else adam_grid))
+        rates = [float(r) for r in _ladder(args, opt)[0]]
         if lr in (rates[0], rates[-1]):
             ends.append(f"{LABELS[opt]} {lr:g} ({'lowest' if lr == rates[0] else 'highest'})")
     if not ends:
         return []
-    return [f"Best rates at an end of their grid, where a rate beyond was not tried: "
+    return [f"Best rates at an end of the paper's grid, where a rate beyond was not tried: "
             f"{', '.join(ends)}.", ""]
 
 
@@ -275,12 +318,16 @@ def _missing(args, records):
     if args.profile in BEST_RATES:
         found = best_rates(args, records)
         best = {opt: f"{lr:g}" for opt, lr in found.items()} if len(found) == len(LABELS) else None
-    names = [n for n, _ in runs_for(main, best)]
     later = None
-    if best is None and args.profile in BEST_RATES and args.seeds > 1:
-        seeds = "seed 1" if args.seeds == 2 else f"seeds 1–{args.seeds - 1}"
-        later = (len(LABELS) * (args.seeds - 1),
-                 f"{seeds} of each optimizer (at rates the grid picks)")
+    if best is None and args.profile in BEST_RATES:
+        names = [n for n, _ in grid_runs(args, records)]
+        if args.seeds > 1:
+            seeds = "seed 1" if args.seeds == 2 else f"seeds 1–{args.seeds - 1}"
+            later = (len(LABELS) * (args.seeds - 1),
+                     f"{seeds} of each optimizer at the rate the grid search picks (and any "
+                     "rate the search adds beyond the grid's end where a best rate lies)")
+    else:
+        names = [n for n, _ in runs_for(main, best)]
     return partial_sweep(names, records, args.seeds, later)
 
 
@@ -345,7 +392,11 @@ def write_report(args):
         + (f" and after every epoch from epoch {a['decay_from']} on" if a.get("decay_from")
            else "") + ". "
         + ("Each optimizer runs at the rate of its best validation perplexity on seed 0 among "
-           "the grid's (below). " if args.profile in BEST_RATES else "")
+           "the grid's (below): the search starts from "
+           f"{{{', '.join(GRIDS[args.profile][0])}}} for the SGD family and "
+           f"{{{', '.join(GRIDS[args.profile][1])}}} for the Adam family and, while an "
+           "optimizer's best lies at the lowest or highest rate it tried, adds the next rate "
+           "beyond from the paper's grid (App. C.3). " if args.profile in BEST_RATES else "")
         + "Lookahead k=5, α=0.5 unless a row says otherwise; Polyak: the "
         f"uniform average of the weights after every step from epoch {polyak_from} "
         "on. Every perplexity is evaluated on the weights the method reports (the slow "
