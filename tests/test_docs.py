@@ -38,6 +38,47 @@ def test_readme_results_table_is_the_one_the_files_give():
     assert not re.search(r"\d\.\d", outside), outside
 
 
+def test_readme_lm_rows_come_from_ptb_once_its_main_comparison_is_complete(tmp_path,
+                                                                          monkeypatch):
+    import json
+
+    def write(name, payload):
+        (tmp_path / f"{name}.json").write_text(json.dumps(payload))
+
+    def entry(mean, std, seeds=3):
+        return {"test_ppl_mean": mean, "test_ppl_std": std, "seeds": seeds}
+
+    runs = {"sgd-lr30-s0": {"args": {"epochs": 15}}, "adam-lr0.003-s0": {"args": {"epochs": 15}}}
+    ptb = {"seeds": 3, "missing_runs": 0, "runs": runs,
+           "summary": {"sgd-lr30": entry(131.6, 0.4), "lookahead-sgd-lr50": entry(140.25, 1.5),
+                       "polyak-sgd-lr30": entry(134.0, 0.2), "adam-lr0.003": entry(126.3, 0.1),
+                       "lookahead-adam-lr0.01": entry(125.0, 0.05)}}
+    write("lm", ptb)
+    monkeypatch.setattr(readme_results, "RESULTS", str(tmp_path))
+    head = ("| Penn Treebank, test perplexity (lower is better), AWD-LSTM 2 × 256, {}, each at "
+            "its best rate, 15 epochs to the end of the rate schedule, 3 seeds | ")
+    link = "](benchmarks/results/lm.md)"
+    assert readme_results._lm_rows() == [
+        head.format("SGD") + f"[131.60 ± 0.40 at lr 30{link} | [140.25 ± 1.50 at lr 50{link} |",
+        head.format("Adam") + f"[126.30 ± 0.10 at lr 0.003{link} | [125.00 ± 0.05 at lr "
+        f"0.01{link} |"]
+    # a file that says nothing is missing while a row has fewer seeds is refused
+    ptb["summary"]["lookahead-adam-lr0.01"]["seeds"] = 2
+    write("lm", ptb)
+    with pytest.raises(SystemExit, match="lookahead-adam-lr0.01 have \\[2, 3\\] seeds"):
+        readme_results._lm_rows()
+    # runs missing: the short stand-in rows, saying that the PTB sweep is under way
+    write("lm", {**ptb, "missing_runs": 4})
+    write("lm_cpu", {"runs": {"sgd-lr30-s0": {"args": {"epochs": 3}}}, "summary": {
+        "sgd-lr30": entry(47.6, 1.7), "lookahead-sgd-lr30": entry(56.9, 2.1),
+        "adam-lr0.01": entry(35.4, 0.2), "adam-lr0.003": entry(41.4, 0.1),
+        "lookahead-adam-lr0.01": entry(37.2, 0.1), "lookahead-adam-lr0.003": entry(50.6, 0.1)}})
+    rows = readme_results._lm_rows()
+    assert len(rows) == 2 and all("3 epochs (short; the PTB sweep is under way)" in r
+                                  for r in rows)
+    assert "[35.40 ± 0.20](benchmarks/results/lm_cpu.md) | [37.20 ± 0.10]" in rows[1]
+
+
 def test_readme_links_point_at_files_that_exist():
     for target in re.findall(r"\]\(([^)#]+)\)", _read("README.md")):
         if not target.startswith("http"):

@@ -312,7 +312,8 @@ def plot_curves(groups, path, source):
 
 
 def _missing(args, records):
-    """A line naming the main comparison's runs that have no finished record yet."""
+    """(how many of the main comparison's runs have no finished record yet, the report's line
+    naming them)."""
     main = argparse.Namespace(**{**vars(args), "suite": "main"})
     best = None
     if args.profile in BEST_RATES:
@@ -328,7 +329,8 @@ def _missing(args, records):
                      "rate the search adds beyond the grid's end where a best rate lies)")
     else:
         names = [n for n, _ in runs_for(main, best)]
-    return partial_sweep(names, records, args.seeds, later)
+    count = len([n for n in names if n not in records]) + (later[0] if later else 0)
+    return count, partial_sweep(names, records, args.seeds, later)
 
 
 def _stop_rule(a):
@@ -402,7 +404,8 @@ def write_report(args):
         "on. Every perplexity is evaluated on the weights the method reports (the slow "
         "weights, the average), at the epoch of best validation perplexity; it is exp of the "
         "mean cross-entropy per token over the whole split, `<eos>` included.", ""]
-    lines += _missing(args, records)
+    missing, partial = _missing(args, records)
+    lines += partial
     summary = {}
     if groups:
         lines += ["## Main comparison", "",
@@ -480,7 +483,8 @@ def write_report(args):
     with open(os.path.join(args.out, f"{name}.md"), "w") as f:
         f.write("\n".join(lines))
     h.write_json(os.path.join(args.out, f"{name}.json"), {
-        "profile": args.profile, "source": first["source"], "summary": summary,
+        "profile": args.profile, "source": first["source"], "seeds": args.seeds,
+        "missing_runs": missing, "summary": summary,
         "runs": {n: {"args": r["args"], "test_ppl": r["test_ppl"], "valid_ppl": r["valid_ppl"],
                      "best_epoch": r["best_epoch"], "epochs": r["epochs"]}
                  for n, r in records.items()}})
