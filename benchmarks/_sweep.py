@@ -47,16 +47,18 @@ def load_run_records(folder, done=os.path.exists):
 
 
 def partial_sweep(names, finished, seeds, later=None):
-    """The report's line naming the main comparison's runs (`names`) not in `finished` yet,
-    then `later` = (count, description) for runs that cannot be named yet (their rates come
-    from runs not finished), counted with them; no line when every one has finished."""
+    """(how many of the main comparison's runs are not finished, the report's line naming
+    them): the runs of `names` not in `finished`, then `later` = (count, description) for runs
+    that cannot be named yet (their rates come from runs not finished), counted with them; no
+    line when every one has finished."""
     missing = [n for n in names if n not in finished]
     count = len(missing) + (later[0] if later else 0)
     if not count:
-        return []
+        return 0, []
     missing += [later[1]] if later else []
-    return [f"**A partial sweep**: {count} run{'s' if count > 1 else ''} of the "
-            f"main comparison ({seeds} seeds) not finished yet: {', '.join(missing)}.", ""]
+    return count, [f"**A partial sweep**: {count} run{'s' if count > 1 else ''} of the "
+                   f"main comparison ({seeds} seeds) not finished yet: {', '.join(missing)}.",
+                   ""]
 
 
 def add_common_arguments(parser, script):

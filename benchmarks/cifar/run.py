@@ -274,7 +274,7 @@ def write_report(args):
     summary = {}
     if groups:
         main = [n for n, _ in runs_for("main", args.seeds, args.all_optimizers)]
-        lines += ["## Main comparison", ""] + partial_sweep(main, runs, args.seeds) + [
+        lines += ["## Main comparison", ""] + partial_sweep(main, runs, args.seeds)[1] + [
                   "| optimizer | lr | seeds | test accuracy % (mean ± std) | per seed | "
                   "training loss | minutes per run: training, whole run |",
                   "|---|---|---|---|---|---|---|"]

@@ -329,8 +329,7 @@ def _missing(args, records):
                      "rate the search adds beyond the grid's end where a best rate lies)")
     else:
         names = [n for n, _ in runs_for(main, best)]
-    count = len([n for n in names if n not in records]) + (later[0] if later else 0)
-    return count, partial_sweep(names, records, args.seeds, later)
+    return partial_sweep(names, records, args.seeds, later)
 
 
 def _stop_rule(a):
