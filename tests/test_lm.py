@@ -685,6 +685,11 @@ def test_cpu_long_runs_each_optimizer_at_its_best_grid_rate(tmp_path):
             "lookahead-sgd-lr50-s1, polyak-sgd-lr5-s1, adam-lr0.003-s1, "
             "lookahead-adam-lr0.01-s1") in report
     assert "| Zaremba et al. 2014, 2 × 200 LSTM, no dropout | 5M | 114.5 | -29.50 |" in report
+    # paired by seed, each at its own best rate: only seed 0 has both (87 − 90, 84 − 85)
+    assert ("- Lookahead(SGD) − SGD (lr 50 against lr 10, each at its best rate): "
+            "-3.00 ± 0.00 (1 of 1 seeds lower)") in report
+    assert ("- Lookahead(Adam) − Adam (lr 0.01 against lr 0.003, each at its best rate): "
+            "-1.00 ± 0.00 (1 of 1 seeds lower)") in report
     # only Lookahead(SGD)'s 50 is at an end of what the search may try
     assert ("Best rates at an end of the paper's grid, where a rate beyond was not tried: "
             "Lookahead(SGD) 50 (highest).") in report

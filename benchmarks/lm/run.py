@@ -431,15 +431,22 @@ def write_report(args):
             for config, recs in groups.items():
                 if config[0] != la:
                     continue
-                base = next((g for c, g in groups.items() if c[:2] == (inner, config[1])), None)
-                if not base:
+                # each at its own best rate where the profile picks rates, else at the same rate
+                pick = args.profile in BEST_RATES
+                base_config = next((c for c in groups if c[0] == inner
+                                    and (pick or c[1] == config[1])), None)
+                if not base_config:
                     continue
+                base = groups[base_config]
                 pairs = {r["args"]["seed"]: r["test_ppl"] for r in base}
                 diffs = [r["test_ppl"] - pairs[r["args"]["seed"]] for r in recs
                          if r["args"]["seed"] in pairs]
                 better = sum(d < 0 for d in diffs)
                 m, s = _mean_std(diffs)
-                lines.append(f"- {LABELS[la]} − {LABELS[inner]} at lr {config[1]:g}: "
+                rates = (f"at lr {config[1]:g}" if base_config[1] == config[1] else
+                         f"(lr {config[1]:g} against lr {base_config[1]:g}, each at its best "
+                         "rate)")
+                lines.append(f"- {LABELS[la]} − {LABELS[inner]} {rates}: "
                              f"{m:+.2f} ± {s:.2f} ({better} of {len(diffs)} seeds lower)")
         if a.get("stop_patience"):
             ended = [r.get("stopped", "") for recs in groups.values() for r in recs]
