@@ -411,6 +411,10 @@ def test_bad_run_arguments_and_resumes_are_refused(tmp_path, capsys):
     with pytest.raises(SystemExit, match=r"--decay-from 0 \(now 3\)"):
         _train(tmp_path / "run", "--epochs", "2", "--resume", "--decay-from", "3")
     assert len(_train(tmp_path / "run", "--epochs", "2", "--resume")["epochs"]) == 2
+    # a record whose checkpoint is gone (they stay out of git) is refused by the file's name
+    (tmp_path / "run" / "epoch2.weights.h5").unlink()
+    with pytest.raises(SystemExit, match=r"continues from epoch2\.weights\.h5, which is not"):
+        _train(tmp_path / "run", "--epochs", "3", "--resume")
     with pytest.raises(SystemExit, match="neither a folder"):
         train.main(["--data-dir", str(tmp_path / "missing"), "--run-dir", str(tmp_path / "x")])
 
