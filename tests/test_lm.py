@@ -498,8 +498,10 @@ def test_the_report_gives_mean_std_and_paired_differences_by_hand(tmp_path):
     assert f"| SGD lr 30 | 3 | 62.00 ± 2.00 | 60.00, 62.00, 64.00 | 63.00 | 3, 3, 3 | 1.5 | " \
            f"{run.PAPER['sgd']} |" in report
     assert f"| Lookahead(SGD) lr 30 | 3 | 61.00 ± {math.sqrt(3):.2f} |" in report
-    assert "Lookahead(SGD) − SGD at lr 30: -1.00 ± 1.00 (2 of 3 seeds lower)" in report
+    assert ("Lookahead(SGD) − SGD at lr 30: -1.00 ± 1.00 (2 of 3 seeds lower; per seed -1.00, "
+            "+0.00, -2.00)") in report
     assert "| Adam lr 0.003 | 1 | 50.00 ± 0.00 |" in report
+    assert "chose each optimizer's rate" not in report  # this profile runs fixed rates
     assert "| Lookahead(SGD) | 30 | 10 | 0.8 | 70.00 |" in report  # the grid table
     assert "not Penn Treebank" in report and "63.90" in report and "57.72" in report
     assert (tmp_path / "lm_cpu_curves.png").stat().st_size > 0
@@ -691,9 +693,10 @@ def test_cpu_long_runs_each_optimizer_at_its_best_grid_rate(tmp_path):
     assert "| Zaremba et al. 2014, 2 × 200 LSTM, no dropout | 5M | 114.5 | -29.50 |" in report
     # paired by seed, each at its own best rate: only seed 0 has both (87 − 90, 84 − 85)
     assert ("- Lookahead(SGD) − SGD (lr 50 against lr 10, each at its best rate): "
-            "-3.00 ± 0.00 (1 of 1 seeds lower)") in report
+            "-3.00 ± 0.00 (1 of 1 seeds lower; per seed -3.00)") in report
     assert ("- Lookahead(Adam) − Adam (lr 0.01 against lr 0.003, each at its best rate): "
-            "-1.00 ± 0.00 (1 of 1 seeds lower)") in report
+            "-1.00 ± 0.00 (1 of 1 seeds lower; per seed -1.00)") in report
+    assert "Seed 0's runs also chose each optimizer's rate" in report
     # only Lookahead(SGD)'s 50 is at an end of what the search may try
     assert ("Best rates at an end of the paper's grid, where a rate beyond was not tried: "
             "Lookahead(SGD) 50 (highest).") in report

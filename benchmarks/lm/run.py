@@ -447,7 +447,12 @@ def write_report(args):
                          f"(lr {config[1]:g} against lr {base_config[1]:g}, each at its best "
                          "rate)")
                 lines.append(f"- {LABELS[la]} − {LABELS[inner]} {rates}: "
-                             f"{m:+.2f} ± {s:.2f} ({better} of {len(diffs)} seeds lower)")
+                             f"{m:+.2f} ± {s:.2f} ({better} of {len(diffs)} seeds lower; per "
+                             "seed " + ", ".join(f"{d:+.2f}" for d in diffs) + ")")
+        if args.profile in BEST_RATES:
+            lines += ["", "Seed 0's runs also chose each optimizer's rate (by validation "
+                      "perplexity), which favours the chosen rate on that seed; the other "
+                      "seeds had no say in it."]
         if a.get("stop_patience"):
             ended = [r.get("stopped", "") for recs in groups.values() for r in recs]
             plateau = sum(e == "plateau" for e in ended)
