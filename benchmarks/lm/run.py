@@ -409,12 +409,14 @@ def write_report(args):
     if groups:
         lines += ["## Main comparison", "",
                   "| optimizer | seeds | test perplexity (mean ± std) | per seed | validation "
-                  "| best epoch | minutes per run | paper, PTB (Table 3) |",
+                  "| best epoch | minutes per run (each seed) | paper, PTB (Table 3) |",
                   "|---|---|---|---|---|---|---|---|"]
         for config, recs in groups.items():
             test = _mean_std(r["test_ppl"] for r in recs)
             valid = _mean_std(r["valid_ppl"] for r in recs)
-            minutes = statistics.mean(sum(e["seconds"] for e in r["epochs"]) for r in recs) / 60
+            # each run's own: one run on a slower machine would skew a mean
+            minutes = ", ".join(f"{sum(e['seconds'] for e in r['epochs']) / 60:.1f}"
+                                for r in recs)
             key = f"{config[0]}-lr{config[1]:g}"
             summary[key] = {"test_ppl_mean": test[0], "test_ppl_std": test[1],
                             "valid_ppl_mean": valid[0], "seeds": len(recs),
@@ -423,7 +425,7 @@ def write_report(args):
             best_epochs = ", ".join(str(r["best_epoch"]) for r in recs)
             lines.append(
                 f"| {_label(*config[:2])} | {len(recs)} | {test[0]:.2f} ± {test[1]:.2f} | "
-                f"{per_seed} | {valid[0]:.2f} | {best_epochs} | {minutes:.1f} | "
+                f"{per_seed} | {valid[0]:.2f} | {best_epochs} | {minutes} | "
                 f"{PAPER[config[0]]} |")
         lines += ["", "Paired by seed (the same initial weights and data order for each "
                   "pair), the change Lookahead makes to the test perplexity:", ""]
