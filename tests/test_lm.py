@@ -495,8 +495,8 @@ def test_the_report_gives_mean_std_and_paired_differences_by_hand(tmp_path):
     (folder / "unfinished" / "record.json").write_text(json.dumps({"epochs": []}))
     run.main(["--report", "--out", str(tmp_path)])
     report = (tmp_path / "lm_cpu.md").read_text()
-    assert f"| SGD lr 30 | 3 | 62.00 ± 2.00 | 60.00, 62.00, 64.00 | 63.00 | 3, 3, 3 | 1.5, 1.5, 1.5 | " \
-           f"{run.PAPER['sgd']} |" in report
+    assert ("| SGD lr 30 | 3 | 62.00 ± 2.00 | 60.00, 62.00, 64.00 | 63.00 | 3, 3, 3 | "
+            f"1.5, 1.5, 1.5 | {run.PAPER['sgd']} |") in report
     assert f"| Lookahead(SGD) lr 30 | 3 | 61.00 ± {math.sqrt(3):.2f} |" in report
     assert ("Lookahead(SGD) − SGD at lr 30: -1.00 ± 1.00 (2 of 3 seeds lower; per seed -1.00, "
             "+0.00, -2.00)") in report

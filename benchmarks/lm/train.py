@@ -303,22 +303,23 @@ def run(args):
         if changed:
             raise SystemExit(f"--resume: the run in {args.run_dir!r} was started with "
                              f"{', '.join(changed)}; resume it with the same arguments")
-        saved = [os.path.join(args.run_dir, record["checkpoint"])]
-        if args.optimizer == "polyak-sgd":
-            saved.append(_polyak_path(args, record["checkpoint"]))
-        if lost := [os.path.basename(p) for p in saved if not os.path.exists(p)]:
+        checkpoint = os.path.join(args.run_dir, record["checkpoint"])
+        average = (_polyak_path(args, record["checkpoint"]) if args.optimizer == "polyak-sgd"
+                   else None)
+        if lost := [os.path.basename(p) for p in (checkpoint, average)
+                    if p and not os.path.exists(p)]:
             # checkpoints stay out of git: a record committed or copied without its folder
             raise SystemExit(f"--resume: {args.run_dir!r}'s record.json continues from "
                              f"{' and '.join(lost)}, which {'is' if len(lost) == 1 else 'are'} "
                              "not there; remove the folder to run it again from the start")
-        model = restored(args, dist, record["vocab_size"], saved[0])
+        model = restored(args, dist, record["vocab_size"], checkpoint)
         for variable, value in zip(random_states(model), record["random_states"]):
             variable.assign(np.asarray(value, keras.backend.standardize_dtype(variable.dtype)))
         polyak = make_polyak(args, model)
         if polyak:
-            with np.load(saved[1]) as average:
+            with np.load(average) as saved:
                 polyak.restore(record["polyak_count"],
-                               [average[f"a{i}"] for i in range(len(average.files))])
+                               [saved[f"a{i}"] for i in range(len(saved.files))])
     else:
         if os.path.exists(record_path):
             raise SystemExit(f"--run-dir {args.run_dir!r} holds a run already: pass --resume "
