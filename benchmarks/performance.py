@@ -60,6 +60,9 @@ TARGET_FIT = wl.TARGET_FIT
 COMPILED = {("tensorflow", "XLA"), ("tensorflow", "graph"), ("jax", "jit")}
 MEMORY_PARAMS = 16_000_000
 TINY_PARAMS = 20_000  # --tiny's one size, for the optimizer step and the memory probes
+# --tiny's CNN width: its strided 1x1 convolution needs 16 input channels on torch, whose CPU
+# convolutions hang or crash below that (docs/backends.md, "Few channels")
+TINY_CNN_WIDTH = 16
 NEVER = 10**9  # a sync period no measurement reaches
 INNER_STATES = ("maintain", "reset", "interpolate")
 MODES = {"tensorflow": ("XLA", "graph"), "jax": ("jit",), "torch": ("eager",)}
@@ -212,8 +215,9 @@ def fit_rows(backend, args):
 
     rng = np.random.default_rng(0)
     batch, steps = args.fit_batch, args.fit_steps
-    # --tiny: the same two architectures at the smallest widths (its ratios mean nothing)
-    image, cnn, vocab, length, width = (8, 4, 50, 8, 8) if args.tiny else (32, 32, 2000, 64, 128)
+    # --tiny: the same two architectures at small widths (its ratios mean nothing)
+    image, cnn, vocab, length, width = ((8, TINY_CNN_WIDTH, 50, 8, 8) if args.tiny
+                                        else (32, 32, 2000, 64, 128))
     data = {
         "ResNet-style CNN": (lambda: wl.resnet_cnn(image_size=image, width=cnn),
                              rng.normal(size=(steps * batch, image, image, 3)).astype("float32")),

@@ -21,8 +21,10 @@ Profiles (every value can be overridden from the command line):
   images (the same subset for every seed), the whole test set, 20 epochs, x0.2 at epochs 10,
   15 and 18 (the rate ends at 0.008 of its start). About four times the cpu profile's work per
   epoch.
-- tiny: one basic block per stage (ResNet-10) at width 4, batch 16, 2 epochs: the smallest
-  run that goes through every part of the harness (the tests' profile, with --synthetic).
+- tiny: one basic block per stage (ResNet-10) at width 16, batch 16, 2 epochs: the smallest
+  run that goes through every part of the harness (the tests' profile, with --synthetic). Not
+  narrower: PyTorch's CPU convolutions (oneDNN) hang or crash in the backward pass of a strided
+  1x1 convolution with fewer than 16 input channels (docs/backends.md, "Few channels").
 - imagenet: ResNet-50, batch 256, SGD lr 0.1 momentum 0.9, weight decay 1e-4, x0.1 at epochs
   30 and 60 of 90 (--milestones 30,48,58 --epochs 60 for the paper's aggressive schedule),
   k=5, alpha=0.5, tfds imagenet2012 (which needs the manual download tfds describes).
@@ -70,7 +72,7 @@ PROFILES = {
     "imagenet": dict(dataset="imagenet2012", model="resnet50", width=64, epochs=90,
                      batch_size=256, milestones=(30, 60), lr_decay=0.1, weight_decay=1e-4,
                      limit=0, test_limit=0, image_size=224, lr=0.1, k=5, alpha=0.5),
-    "tiny": dict(dataset="cifar10", model="resnet18", width=4, blocks=1, epochs=2,
+    "tiny": dict(dataset="cifar10", model="resnet18", width=16, blocks=1, epochs=2,
                  batch_size=16, milestones=(), lr_decay=0.2, weight_decay=5e-4, limit=0,
                  test_limit=0, image_size=32, lr=None, k=5, alpha=0.5),
 }
