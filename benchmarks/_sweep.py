@@ -1,6 +1,9 @@
 """Resumable sweeps: each run is one process writing one result file; a run whose file exists
-is not redone, so an interrupted sweep restarts where it stopped. One progress line per run."""
+is not redone, so an interrupted sweep restarts where it stopped, but only if the file records
+the arguments the sweep asks for (a run's name does not hold them all). One progress line per
+run."""
 
+import json
 import os
 import subprocess
 import sys
@@ -9,13 +12,74 @@ import time
 from benchmarks import _harness as h
 
 
-def run_sweep(runs, command, result_path, summary, log_dir, cwd, done=os.path.exists):
+# Arguments that say where a run writes, or how much it prints, not what it computes; they are
+# not compared with a record's (a sweep's data folder may be a fresh temporary extraction, so
+# only whether one was given is compared).
+WHERE_AND_HOW_LOUD = frozenset({"out", "run_dir", "resume", "verbose", "checkpoint_dir",
+                                "vocab_dir", "tfds_dir"})
+
+
+def argument_changes(recorded, requested, before=None):
+    """The arguments whose value in a run's record (`recorded`: its "args") differs from the
+    run asked for (`requested`: the training script's parsed arguments, as a dict), as
+    ["--name recorded (asked: requested)", ...]. An argument the record lacks (the script gained
+    it later) counts with `before[name]`, the value the script used before it existed, and as
+    changed when `before` does not say."""
+    before = before or {}
+    changes = []
+    for key, asked in requested.items():
+        if key in WHERE_AND_HOW_LOUD:
+            continue
+        then = recorded[key] if key in recorded else before.get(key, _NOT_RECORDED)
+        if key == "data_dir":
+            then, asked = (then if then is _NOT_RECORDED else bool(then)), bool(asked)
+        if _plain(then) != _plain(asked):
+            shown = "not recorded" if then is _NOT_RECORDED else repr(_plain(then))
+            changes.append(f"--{key.replace('_', '-')} {shown} (asked: {_plain(asked)!r})")
+    return changes
+
+
+_NOT_RECORDED = object()
+
+
+def _plain(value):
+    """A value as JSON gives it back: tuples are lists."""
+    return list(value) if isinstance(value, tuple) else value
+
+
+def refuse_changed_record(tag, path, recorded, argv, parse, before=None):
+    """Stops the sweep if the record at `path` was made with other arguments than `argv`
+    (parsed by the training script's `parse`), naming them: a record is only kept for the run
+    it records."""
+    changes = argument_changes(recorded, vars(parse(argv)), before)
+    if changes:
+        raise SystemExit(
+            f"{tag}: the record {path} was made with other arguments than this sweep asks for: "
+            f"{'; '.join(changes)}. Remove it (and the run's log) to re-run it with these "
+            "arguments, or give the sweep another --out.")
+
+
+def run_sweep(runs, command, result_path, summary, log_dir, cwd, *, parse, before=None,
+              done=os.path.exists):
     """runs: [(name, extra arguments)]; command(name, extra) is the run's argv after the
-    Python executable (["-m", module, ...]), run from `cwd`; result_path(name) is the file the
-    run writes last, and done(result_path(name)) says whether the run is finished (by default:
-    the file exists); summary(name) is the run's progress line. A run's output goes to
-    <log_dir>/<name>.log."""
+    Python executable (["-m", module, ...]), run from `cwd`; result_path(name) is the JSON
+    record the run writes (its "args" are the script's parsed arguments), and
+    done(result_path(name)) says whether the run is finished (by default: the file exists);
+    summary(name) is the run's progress line. A run's output goes to <log_dir>/<name>.log.
+
+    A record already there (finished, or one a run resumes from) must have been made with the
+    arguments asked for now, as the training script's `parse` reads them (`before`: the
+    values of arguments the script gained later, for older records); otherwise the sweep stops
+    before running anything, naming the arguments that differ (refuse_changed_record)."""
     os.makedirs(log_dir, exist_ok=True)
+    for i, (name, extra) in enumerate(runs, 1):
+        path = result_path(name)
+        if os.path.exists(path):
+            with open(path) as f:
+                recorded = json.load(f)["args"]
+            argv = command(name, extra)
+            refuse_changed_record(f"[{i}/{len(runs)}] {name}", path, recorded,
+                                  argv[2:] if argv[0] == "-m" else argv, parse, before)
     for i, (name, extra) in enumerate(runs, 1):
         tag = f"[{i}/{len(runs)}] {name}"
         if done(result_path(name)):
@@ -34,8 +98,6 @@ def run_sweep(runs, command, result_path, summary, log_dir, cwd, done=os.path.ex
 def load_run_records(folder, done=os.path.exists):
     """{run name: record} of the runs in `folder` (one sub-folder each, its record.json) that
     done(path) says are finished."""
-    import json
-
     records = {}
     if os.path.isdir(folder):
         for name in sorted(os.listdir(folder)):

@@ -209,3 +209,24 @@ def test_torch_threads_settings_start_with_alone_once_and_tiny_is_smallest():
     assert torch_threads.parse_args([]).settings == list(torch_threads.SETTINGS)
     tiny = torch_threads.parse_args(["--tiny", "--rounds", "5"])
     assert (tiny.rounds, tiny.epochs, tiny.images) == (1, 2, 80)
+
+
+@pytest.mark.backend_independent
+def test_a_records_arguments_are_compared_with_those_asked_for():
+    from benchmarks._sweep import argument_changes
+
+    recorded = {"lr": 0.1, "milestones": [4, 7], "data_dir": "/tmp/a1b2/cifar10", "out": "x.json",
+                "verbose": 2, "k": 5}
+    asked = {"lr": 0.1, "milestones": (4, 7), "data_dir": "/tmp/c3d4/cifar10", "out": "y.json",
+             "verbose": 0, "k": 5}
+    # JSON's lists are the tuples asked for; where a run writes, how loud it is and which copy
+    # of the data folder it reads are not what it computes
+    assert argument_changes(recorded, asked) == []
+    assert argument_changes(recorded, {**asked, "k": 10, "data_dir": None}) == [
+        "--data-dir True (asked: False)", "--k 5 (asked: 10)"]
+    # an argument the record predates: the value it ran with then, where the script says it
+    assert argument_changes(recorded, {**asked, "blocks": 2}, before={"blocks": 2}) == []
+    assert argument_changes(recorded, {**asked, "blocks": 1}, before={"blocks": 2}) == [
+        "--blocks 2 (asked: 1)"]
+    assert argument_changes(recorded, {**asked, "width": 16}) == [
+        "--width not recorded (asked: 16)"]

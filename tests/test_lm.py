@@ -455,15 +455,15 @@ def test_evaluation_sums_cross_entropy_over_every_token_of_the_split():
 # -- the sweep (benchmarks/lm/run.py) --------------------------------------------------------------
 
 def _fake_record(folder, optimizer, lr, seed, test_ppl, k=5, alpha=0.5, name=None,
-                 profile="cpu", source="synthetic"):
+                 profile="cpu", source="synthetic", argv=("--synthetic", "100")):
     """A finished run's record as train.py writes it, with chosen perplexities (validation:
     the test perplexity at the last of three epochs), in folder/name (by default, the grid's
-    name for it)."""
+    name for it); `argv`: the arguments of its sweep."""
     import json
 
     from benchmarks.lm import train
 
-    args = vars(train.parse_args(["--synthetic", "100", "--profile", profile, "--optimizer",
+    args = vars(train.parse_args([*argv, "--profile", profile, "--optimizer",
                                   optimizer, "--lr", str(lr), "--seed", str(seed), "--k",
                                   str(k), "--alpha", str(alpha)]))
     epochs = [{"epoch": i + 1, "loss": 5.0 - i, "valid_ppl": test_ppl + 3 - i, "lr": lr,
@@ -502,7 +502,8 @@ def test_the_report_gives_mean_std_and_paired_differences_by_hand(tmp_path):
             "+0.00, -2.00)") in report
     assert "| Adam lr 0.003 | 1 | 50.00 ± 0.00 |" in report
     assert "chose each optimizer's rate" not in report  # this profile runs fixed rates
-    assert "| Lookahead(SGD) | 30 | 10 | 0.8 | 70.00 |" in report  # the grid table
+    # the grid table: validation perplexity only (70 + 1), test read for chosen settings only
+    assert "| Lookahead(SGD) | 30 | 10 | 0.8 | 71.00 | 3 |" in report and "70.00" not in report
     assert "not Penn Treebank" in report and "63.90" in report and "57.72" in report
     assert (tmp_path / "lm_cpu_curves.png").stat().st_size > 0
     payload = json.loads((tmp_path / "lm_cpu.json").read_text())
@@ -549,7 +550,8 @@ def test_sweep_keeps_finished_runs_resumes_a_stopped_one_and_reports(tmp_path, c
     # four runs of the main suite finished before, as a stopped sweep leaves them
     for optimizer, lr, ppl in (("sgd", 30, 40.0), ("lookahead-sgd", 30, 41.0),
                                ("polyak-sgd", 30, 42.0), ("lookahead-adam", 0.01, 43.0)):
-        _fake_record(folder, optimizer, lr, 0, ppl, name=f"{optimizer}-lr{lr}-s0")
+        _fake_record(folder, optimizer, lr, 0, ppl, name=f"{optimizer}-lr{lr}-s0",
+                     argv=argv[argv.index("--") + 1:])
     # the fifth stopped inside its run, after its last epoch's checkpoint: started as the
     # sweep starts it (its arguments, then the run's own), here
     stopped = folder / "adam-lr0.01-s0"
@@ -622,15 +624,15 @@ def test_cpu_long_runs_each_optimizer_at_its_best_grid_rate(tmp_path):
     folder = tmp_path / "lm" / "runs" / "cpu-long"
     args = argparse.Namespace(profile="cpu-long", suite="main", seeds=2, adam_lrs="0.01")
     grid = [name for name, _ in run.runs_for(args)]  # before the grid: the grid itself
-    assert len(grid) == 3 * 2 + 2 * 3 and all(n.endswith("-s0") for n in grid)
+    assert len(grid) == 3 * 2 + 2 * 4 and all(n.endswith("-s0") for n in grid)
     # the grid on seed 0, validation perplexity = test + 1 at the last epoch (_fake_record):
     # SGD best at 10, Lookahead(SGD) at 30, Polyak(SGD) a tie (the lower rate, 10), Adam at
     # 0.003, Lookahead(Adam) at 0.01
     ppl = {("sgd", 10): 90, ("sgd", 30): 95, ("lookahead-sgd", 10): 92,
            ("lookahead-sgd", 30): 88, ("polyak-sgd", 10): 91, ("polyak-sgd", 30): 91,
-           ("adam", 0.001): 99, ("adam", 0.003): 85, ("adam", 0.01): 87,
+           ("adam", 0.001): 99, ("adam", 0.003): 85, ("adam", 0.005): 86, ("adam", 0.01): 87,
            ("lookahead-adam", 0.001): 98, ("lookahead-adam", 0.003): 86,
-           ("lookahead-adam", 0.01): 84}
+           ("lookahead-adam", 0.005): 85, ("lookahead-adam", 0.01): 84}
 
     def add(opt, lr, value, seed=0):
         _fake_record(folder, opt, lr, seed, value, name=f"{opt}-lr{lr:g}-s{seed}",
@@ -675,10 +677,6 @@ def test_cpu_long_runs_each_optimizer_at_its_best_grid_rate(tmp_path):
         "sgd-lr10-s0", "lookahead-sgd-lr50-s0", "polyak-sgd-lr5-s0", "adam-lr0.003-s0",
         "lookahead-adam-lr0.01-s0", "sgd-lr10-s1", "lookahead-sgd-lr50-s1", "polyak-sgd-lr5-s1",
         "adam-lr0.003-s1", "lookahead-adam-lr0.01-s1"]
-    k_alpha = [n for n, _ in run.runs_for(argparse.Namespace(**{**vars(args), "suite":
-                                                              "k-alpha"}), best)]
-    assert "lookahead-sgd-lr50-k20-a0.8-s0" in k_alpha and "lookahead-adam-lr0.01-k10-a0.5-s0" \
-        in k_alpha and len(k_alpha) == 2 * (3 * 2 - 1)
     _fake_record(folder, "sgd", 10, 1, 80, name="sgd-lr10-s1", profile="cpu-long",
                  source="ptb")
     run.main(["--profile", "cpu-long", "--seeds", "2", "--report", "--out", str(tmp_path)])
@@ -700,8 +698,8 @@ def test_cpu_long_runs_each_optimizer_at_its_best_grid_rate(tmp_path):
     # only Lookahead(SGD)'s 50 is at an end of what the search may try
     assert ("Best rates at an end of the paper's grid, where a rate beyond was not tried: "
             "Lookahead(SGD) 50 (highest).") in report
-    assert ("the search starts from {10, 30} for the SGD family and {0.001, 0.003, 0.01} for "
-            "the Adam family") in report
+    assert ("the search starts from {10, 30} for the SGD family and {0.001, 0.003, 0.005, "
+            "0.01} for the Adam family") in report
     assert "| Merity et al. 2018, AWD-LSTM 3 × 1150, fine-tuned | 24M | 57.3 | +27.70 |" in report
     assert "halved after 1 epoch without a better validation perplexity and after every " \
         "epoch from epoch 8 on." in report
@@ -712,3 +710,98 @@ def test_cpu_long_runs_each_optimizer_at_its_best_grid_rate(tmp_path):
         in report
     assert json.loads((tmp_path / "lm.json").read_text())["profile"] == "cpu-long"
     assert not (tmp_path / "lm_cpu.md").exists()  # the cpu profile's report is left alone
+
+
+@pytest.mark.backend_independent
+def test_cpu_long_tunes_lookahead_over_k_and_alpha_at_its_inner_optimizers_rate(tmp_path):
+    """App. C.3's protocol, by hand: the inner optimizer's rate is chosen first; Lookahead runs
+    there over k × α on seed 0, the setting of best validation perplexity is chosen, and it and
+    its inner optimizer run the other seeds; test perplexity is reported for those only."""
+    import json
+
+    from benchmarks.lm import run
+
+    folder = tmp_path / "lm" / "runs" / "cpu-long"
+    args = argparse.Namespace(profile="cpu-long", suite="all", seeds=2, adam_lrs="0.01",
+                              out=str(tmp_path))
+
+    def add(opt, lr, seed, value, k=5, alpha=0.5):
+        name = run._la_run(opt, f"{lr:g}", str(k), str(alpha), seed)[0]
+        _fake_record(folder, opt, lr, seed, value, k=k, alpha=alpha, name=name,
+                     profile="cpu-long", source="ptb")
+
+    # the rate grids (validation = test + 1): SGD best at 10, Adam at 0.003; the Lookaheads'
+    # own best rates (30, 0.01) are not the ones their k × α grids take
+    for opt, rates in (("sgd", {10: 90, 30: 95, 5: 93}), ("lookahead-sgd", {10: 92, 30: 88,
+                                                                           50: 89}),
+                       ("polyak-sgd", {10: 94, 30: 96, 5: 97}),
+                       ("adam", {0.001: 99, 0.003: 85, 0.005: 86, 0.01: 87}),
+                       ("lookahead-adam", {0.001: 98, 0.003: 86, 0.005: 85, 0.01: 84,
+                                           0.03: 90})):
+        for lr, value in rates.items():
+            add(opt, lr, 0, value)
+    assert run.best_rates(args, run.load_records(args)) == {
+        "sgd": 10, "lookahead-sgd": 30, "polyak-sgd": 10, "adam": 0.003, "lookahead-adam": 0.01}
+    # k 5, α 0.5 at the inner's rate is a run of the rate grid: three settings left for each
+    assert [n for n, _ in run.k_alpha_runs(args, run.load_records(args))] == [
+        "lookahead-sgd-lr10-k5-a0.8-s0", "lookahead-sgd-lr10-k10-a0.5-s0",
+        "lookahead-sgd-lr10-k10-a0.8-s0", "lookahead-adam-lr0.003-k5-a0.8-s0",
+        "lookahead-adam-lr0.003-k10-a0.5-s0", "lookahead-adam-lr0.003-k10-a0.8-s0"]
+    # Lookahead(SGD): k 5, α 0.8 the best validation (90); Lookahead(Adam): k 10, α 0.5 (84)
+    for k, alpha, value in ((5, 0.8, 89), (10, 0.5, 97.25), (10, 0.8, 90)):
+        add("lookahead-sgd", 10, 0, value, k, alpha)
+    for k, alpha, value in ((5, 0.8, 87), (10, 0.5, 83), (10, 0.8, 84)):
+        add("lookahead-adam", 0.003, 0, value, k, alpha)
+    assert [n for n, _ in run.k_alpha_runs(args, run.load_records(args))] == [
+        "sgd-lr10-s1", "lookahead-sgd-lr10-k5-a0.8-s1", "adam-lr0.003-s1",
+        "lookahead-adam-lr0.003-k10-a0.5-s1"]
+    run.main(["--profile", "cpu-long", "--seeds", "2", "--report", "--out", str(tmp_path)])
+    report = (tmp_path / "lm.md").read_text()
+    assert "**Not finished**: 4 runs of this protocol" in report
+    assert "| Lookahead(SGD) | 10 | 5 | 0.8 | 90.00 **chosen** |" in report
+    assert "| Lookahead(SGD) | 10 | 10 | 0.5 | 98.25 |" in report
+    assert "| Lookahead(Adam) | 0.003 | 10 | 0.5 | 84.00 **chosen** |" in report
+    # seed 1: SGD 80, Lookahead(SGD) 82; Adam 86, Lookahead(Adam) 81. Paired: SGD −1, +2
+    # (mean +0.5, std 1.5·√2); Adam −2, −5 (mean −3.5, the same std)
+    for opt, lr, value, k, alpha in (("sgd", 10, 80, 5, 0.5), ("lookahead-sgd", 10, 82, 5, 0.8),
+                                     ("adam", 0.003, 86, 5, 0.5),
+                                     ("lookahead-adam", 0.003, 81, 10, 0.5)):
+        add(opt, lr, 1, value, k, alpha)
+    assert run.k_alpha_runs(args, run.load_records(args)) == []
+    run.main(["--profile", "cpu-long", "--seeds", "2", "--report", "--out", str(tmp_path)])
+    report = (tmp_path / "lm.md").read_text()
+    assert "Not finished" not in report.split("## Each optimizer at its own best rate")[0]
+    std = f"{1.5 * math.sqrt(2):.2f}"
+    assert (f"Lookahead(SGD) − SGD at lr 10: **+0.50 ± {std}** (1 of 2 seeds lower; per seed "
+            "-1.00, +2.00)") in report
+    assert (f"Lookahead(Adam) − Adam at lr 0.003: **-3.50 ± {std}** (2 of 2 seeds lower; per "
+            "seed -2.00, -5.00)") in report
+    assert "| Lookahead(Adam) lr 0.003, k=10, α=0.5 | 2 | 82.00 ± 1.41 | 83.00, 81.00 |" in report
+    protocol = json.loads((tmp_path / "lm.json").read_text())["protocol"]
+    assert protocol["lookahead-adam"] == {
+        "lr": 0.003, "k": 10, "alpha": 0.5, "seeds": 2, "test_ppl": [83, 81],
+        "inner_test_ppl": [85, 86], "difference_mean": -3.5,
+        "difference_std": pytest.approx(1.5 * math.sqrt(2))}
+    # a setting that was not chosen shows no test perplexity anywhere (k 10, α 0.5: 97.25)
+    assert "97.25" not in report
+
+
+@pytest.mark.backend_independent
+def test_a_sweep_refuses_a_record_made_with_other_arguments(tmp_path):
+    """Arguments after `--` are not part of a run's name: a record made without them is not
+    taken for a run that asks for them; the sweep stops before running anything."""
+    from benchmarks.lm import run
+
+    folder = tmp_path / "lm" / "runs" / "cpu"
+    _fake_record(folder, "sgd", 30, 0, 60, name="sgd-lr30-s0")  # made at the cpu profile's 3
+    argv = ["--seeds", "1", "--out", str(tmp_path), "--", "--synthetic", "100"]
+    with pytest.raises(SystemExit) as refused:
+        run.main(argv + ["--epochs", "2", "--clipnorm", "0.5"])
+    message = str(refused.value)
+    assert "sgd-lr30-s0: the record" in message and str(folder / "sgd-lr30-s0") in message
+    assert "--epochs 3 (asked: 2); --clipnorm 0.25 (asked: 0.5)" in message
+    assert not list(folder.glob("*.log"))  # nothing ran
+    # the same arguments: the record is kept (the sweep goes on to the runs it lacks, which
+    # the report-only call below does not run)
+    run.main(["--report", *argv])
+    assert "| SGD lr 30 | 1 | 60.00 ± 0.00 |" in (tmp_path / "lm_cpu.md").read_text()

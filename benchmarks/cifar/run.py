@@ -28,6 +28,7 @@ import statistics
 from benchmarks import _harness as h
 from benchmarks._sweep import add_common_arguments, partial_sweep, run_sweep
 from benchmarks._sweep import main as sweep_main
+from benchmarks.cifar import train
 from examples._data import local_folder
 
 TRAIN = "benchmarks.cifar.train"
@@ -95,7 +96,8 @@ def run_all(args):
 
     run_sweep(runs, lambda name, extra: ["-m", TRAIN, *common, *extra, "--out",
                                          os.path.join(folder, f"{name}.json")],
-              lambda name: os.path.join(folder, f"{name}.json"), summary, folder, h.ROOT)
+              lambda name: os.path.join(folder, f"{name}.json"), summary, folder, h.ROOT,
+              parse=train.parse_args, before=train.BEFORE_IT_EXISTED)
 
 
 # -- report ------------------------------------------------------------------------------------

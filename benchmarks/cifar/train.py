@@ -96,6 +96,9 @@ def _ints(text):
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated epochs, e.g. 60,120")
 
+# What a record written before an argument existed ran with: its value then (benchmarks/_sweep.py
+# compares a record's arguments with those a sweep asks for).
+BEFORE_IT_EXISTED = {}
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -36,19 +36,22 @@ import statistics
 from benchmarks import _harness as h
 from benchmarks._sweep import add_common_arguments, load_run_records, partial_sweep, run_sweep
 from benchmarks._sweep import main as sweep_main
+from benchmarks.lm import train
 
 TRAIN = "benchmarks.lm.train"
 LABELS = {"sgd": "SGD", "lookahead-sgd": "Lookahead(SGD)", "polyak-sgd": "Polyak(SGD)",
           "adam": "Adam", "lookahead-adam": "Lookahead(Adam)"}
 SGD_LR = "30"  # AWD-LSTM's rate, which the paper keeps for SGD
-# (profile: (SGD grid, Adam grid, k grid, alpha grid)); the paper's are App. C.3's as our issue
-# tracker gives them
+# (profile: (SGD grid, Adam grid, k grid, alpha grid)); the paper's are App. C.3's (Adam's grid
+# includes 0.005). cpu-long's k × α grid is the paper's 2 × 2 subset, where App. C.3 found the
+# best settings ("α 0.5 or 0.8 and k 5 or 10"): the full 3 × 3 would take 16 runs of ~20 minutes
+# on 2 cores, the subset 6.
 GRIDS = {
     "paper": (("50", "30", "10", "5", "2.5", "1", "0.1"),
-              ("0.1", "0.03", "0.01", "0.003", "0.001", "0.0003", "0.0001"),
+              ("0.1", "0.03", "0.01", "0.005", "0.003", "0.001", "0.0003", "0.0001"),
               ("5", "10", "20"), ("0.2", "0.5", "0.8")),
     "cpu": (("10", "30"), ("0.001", "0.003", "0.01", "0.03"), ("5", "10", "20"), ("0.5", "0.8")),
-    "cpu-long": (("10", "30"), ("0.001", "0.003", "0.01"), ("5", "10", "20"), ("0.5", "0.8")),
+    "cpu-long": (("10", "30"), ("0.001", "0.003", "0.005", "0.01"), ("5", "10"), ("0.5", "0.8")),
 }
 # Profiles whose main comparison runs each optimizer at its own best rate: the grid covers all
 # five optimizers on seed 0 (each the grid of its inner optimizer), grown by the paper's next
@@ -76,6 +79,14 @@ REPRODUCTION = [("SGD, lr 30", "63.96", "64.59"), ("Adam, lr 0.005 (its best for
 
 def _run(opt, lr, seed):
     return (f"{opt}-lr{lr}-s{seed}", ["--optimizer", opt, "--lr", lr, "--seed", str(seed)])
+
+
+def _la_run(opt, lr, k, alpha, seed):
+    """A Lookahead run at k, α (strings); at the main suite's k=5, α=0.5 it is that run."""
+    if (k, alpha) == ("5", "0.5"):
+        return _run(opt, lr, seed)
+    return (f"{opt}-lr{lr}-k{k}-a{alpha}-s{seed}",
+            ["--optimizer", opt, "--lr", lr, "--k", k, "--alpha", alpha, "--seed", str(seed)])
 
 
 def runs_for(args, best=None):
@@ -106,20 +117,11 @@ def runs_for(args, best=None):
         runs += grid
     if args.suite in ("k-alpha", "all"):
         if not picks:
-            k_alpha = (("lookahead-sgd", SGD_LR), ("lookahead-adam", adam_lrs[0]))
+            runs += [_la_run(opt, lr, k, alpha, 0)
+                     for opt, lr in (("lookahead-sgd", SGD_LR), ("lookahead-adam", adam_lrs[0]))
+                     for k in ks for alpha in alphas if (k, alpha) != ("5", "0.5")]
         elif best is None:  # the grid first: its best rates are the ones the k × α grid takes
-            k_alpha = ()
             runs += grid
-        else:
-            k_alpha = [(opt, best[opt]) for opt in ("lookahead-sgd", "lookahead-adam")
-                       if opt in best]
-        for opt, lr in k_alpha:
-            for k in ks:
-                for alpha in alphas:
-                    if (k, alpha) != ("5", "0.5"):  # the main suite's setting
-                        runs.append((f"{opt}-lr{lr}-k{k}-a{alpha}-s0",
-                                     ["--optimizer", opt, "--lr", lr, "--k", k, "--alpha",
-                                      alpha, "--seed", "0"]))
     seen = set()
     return [r for r in runs if not (r[0] in seen or seen.add(r[0]))]
 
@@ -156,17 +158,63 @@ def run_all(args):
         return (f"test perplexity {r['test_ppl']:.2f} (best epoch {r['best_epoch']}, "
                 f"validation {r['valid_ppl']:.2f})")
 
+    def sweep(runs):
+        run_sweep(runs, command, record, summary, folder, h.ROOT, parse=train.parse_args,
+                  before=train.BEFORE_IT_EXISTED, done=_finished)
+
     if args.profile not in BEST_RATES:
-        run_sweep(runs_for(args), command, record, summary, folder, h.ROOT, done=_finished)
+        sweep(runs_for(args))
         return
     # the grid search on seed 0, step by step (a best rate at an end adds the rate beyond)
     while pending := grid_runs(args, load_records(args)):
-        run_sweep(pending, command, record, summary, folder, h.ROOT, done=_finished)
-    if args.suite != "lr-grid":
-        # the other seeds (and the k × α grid) at each optimizer's best rate
-        best = {opt: f"{lr:g}" for opt, lr in best_rates(args, load_records(args)).items()}
-        run_sweep(runs_for(args, best), command, record, summary, folder, h.ROOT,
-                  done=_finished)
+        sweep(pending)
+    best = {opt: f"{lr:g}" for opt, lr in best_rates(args, load_records(args)).items()}
+    if args.suite in ("k-alpha", "all"):
+        # App. C.3: each Lookahead at its inner optimizer's chosen rate over k × α, then the
+        # seeds of the chosen setting and of its inner optimizer
+        while pending := k_alpha_runs(args, load_records(args)):
+            sweep(pending)
+    if args.suite in ("main", "all"):
+        # the other seeds at each optimizer's own best rate
+        sweep(runs_for(args, best))
+
+
+def k_alpha_search(args, records, la):
+    """(the k × α runs on seed 0 still to do for Lookahead `la`, at its inner optimizer's
+    chosen rate; the chosen (k, α) as strings, or None until the grid is done), App. C.3: the
+    setting of the best validation perplexity (ties: the grid's first). Nothing (and None)
+    while the inner optimizer's rate is not chosen yet."""
+    inner = la.split("-", 1)[1]
+    rate = grid_search(args, records, inner)[1]
+    if rate is None:
+        return [], None
+    ks, alphas = GRIDS[args.profile][2:]
+    grid = [(k, alpha) for k in ks for alpha in alphas]
+    found = {(k, alpha): r for r in records.values() for k, alpha in grid
+             if _config(r) == (la, float(rate), int(k), float(alpha))
+             and r["args"]["seed"] == 0}
+    pending = [_la_run(la, rate, k, alpha, 0) for k, alpha in grid if (k, alpha) not in found]
+    if pending:
+        return pending, None
+    return [], min(grid, key=lambda c: found[c]["valid_ppl"])
+
+
+def k_alpha_runs(args, records):
+    """The runs App. C.3's protocol needs next: the k × α grid of each Lookahead at its inner
+    optimizer's chosen rate on seed 0, then every seed of the chosen setting and of the inner
+    optimizer at its rate."""
+    pending = []
+    for la in ("lookahead-sgd", "lookahead-adam"):
+        todo, chosen = k_alpha_search(args, records, la)
+        pending += todo
+        if chosen is None:
+            continue
+        inner = la.split("-", 1)[1]
+        rate = grid_search(args, records, inner)[1]
+        for seed in range(1, args.seeds):
+            pending += [_run(inner, rate, seed), _la_run(la, rate, *chosen, seed)]
+    seen = set()
+    return [r for r in pending if r[0] not in records and not (r[0] in seen or seen.add(r[0]))]
 
 
 def _ladder(args, opt):
@@ -332,6 +380,81 @@ def _missing(args, records):
     return partial_sweep(names, records, args.seeds, later)
 
 
+def _protocol(args, records):
+    """App. C.3's protocol on a profile of BEST_RATES: (the report's lines, {Lookahead: its
+    summary}, how many of its runs are not finished). Test perplexities only for the chosen
+    settings; the k × α grid is read on validation."""
+    if args.profile not in BEST_RATES:
+        return [], {}, 0
+    ks, alphas = GRIDS[args.profile][2:]
+    subset = "the paper's 2 × 2 subset" if (ks, alphas) == (("5", "10"), ("0.5", "0.8")) \
+        else "a grid"
+    lines = ["## App. C.3's protocol: Lookahead at its inner optimizer's chosen rate", "",
+             "As the paper tunes it: each Lookahead runs at the rate its inner optimizer chose "
+             "(best validation perplexity on seed 0, above) over k ∈ {" + ", ".join(ks)
+             + "} × α ∈ {" + ", ".join(alphas) + f"}} ({subset} of App. C.3's k {{5, 10, 20}} × "
+             "α {0.2, 0.5, 0.8}: \"α 0.5 or 0.8 and k 5 or 10 worked best\"); the setting of "
+             "best validation perplexity on seed 0 is chosen (ties: the first listed), and it "
+             f"and its inner optimizer then run {args.seeds} seeds. Inner state maintained, as "
+             "the paper's language models ran. Test perplexity is read only for the chosen "
+             "settings.", ""]
+    summary, missing, rows, table, pairs = {}, 0, [], [], []
+    for la in ("lookahead-sgd", "lookahead-adam"):
+        inner = la.split("-", 1)[1]
+        rate = grid_search(args, records, inner)[1]
+        todo, chosen = k_alpha_search(args, records, la)
+        if rate is None:
+            missing += len(ks) * len(alphas) + 2 * (args.seeds - 1)
+            continue
+        missing += len(todo) + (2 * (args.seeds - 1) if chosen is None else 0)
+        for k in ks:
+            for alpha in alphas:
+                name = _la_run(la, rate, k, alpha, 0)[0]
+                r = records.get(name)
+                cell = f"{r['valid_ppl']:.2f}" if r else "not run yet"
+                mark = " **chosen**" if chosen == (k, alpha) else ""
+                rows.append(f"| {LABELS[la]} | {rate} | {k} | {alpha} | {cell}{mark} |")
+        if chosen is None:
+            continue
+        seeds = range(args.seeds)
+        base = [records.get(_run(inner, rate, s)[0]) for s in seeds]
+        ours = [records.get(_la_run(la, rate, *chosen, s)[0]) for s in seeds]
+        missing += sum(r is None for r in base + ours)
+        done = [(b, o) for b, o in zip(base, ours) if b and o]
+        for opt, recs, label in ((inner, base, _label(inner, float(rate))),
+                                 (la, ours, _label(la, float(rate), *chosen))):
+            recs = [r for r in recs if r]
+            if not recs:
+                continue
+            test = _mean_std(r["test_ppl"] for r in recs)
+            table.append(f"| {label} | {len(recs)} | {test[0]:.2f} ± {test[1]:.2f} | "
+                         + ", ".join(f"{r['test_ppl']:.2f}" for r in recs) + " | "
+                         f"{_mean_std(r['valid_ppl'] for r in recs)[0]:.2f} | {PAPER[opt]} |")
+        diffs = [o["test_ppl"] - b["test_ppl"] for b, o in done]
+        if diffs:
+            m, sd = _mean_std(diffs)
+            pairs.append(f"- Paired by seed, {LABELS[la]} − {LABELS[inner]} at lr {rate}: "
+                         f"**{m:+.2f} ± {sd:.2f}** ({sum(d < 0 for d in diffs)} of "
+                         f"{len(diffs)} seeds lower; per seed "
+                         + ", ".join(f"{d:+.2f}" for d in diffs) + ")")
+            summary[la] = {"lr": float(rate), "k": int(chosen[0]), "alpha": float(chosen[1]),
+                           "seeds": len(diffs), "test_ppl": [o["test_ppl"] for _, o in done],
+                           "inner_test_ppl": [b["test_ppl"] for b, _ in done],
+                           "difference_mean": m, "difference_std": sd}
+    lines += ["| Lookahead | rate | k | α | validation perplexity, seed 0 |",
+              "|---|---|---|---|---|", *rows, ""]
+    if missing:
+        lines += [f"**Not finished**: {missing} run{'s' if missing > 1 else ''} of this "
+                  "protocol (the k × α grid, then the seeds of the chosen settings).", ""]
+    if table:
+        lines += ["| optimizer | seeds | test perplexity (mean ± std) | per seed | validation "
+                  "| paper, PTB (Table 3) |", "|---|---|---|---|---|---|", *table, ""]
+    if pairs:
+        lines += ["The change Lookahead makes to the test perplexity (the same initial weights "
+                  "and data order in each pair):", "", *pairs, ""]
+    return lines, summary, missing
+
+
 def _stop_rule(a):
     """The stopping rule in words, and which runs it ended ('' for a run of every epoch)."""
     if not a.get("stop_patience"):
@@ -404,10 +527,15 @@ def write_report(args):
         "weights, the average), at the epoch of best validation perplexity; it is exp of the "
         "mean cross-entropy per token over the whole split, `<eos>` included.", ""]
     missing, partial = _missing(args, records)
-    lines += partial
+    protocol, protocol_summary, protocol_missing = _protocol(args, records)
+    lines += protocol
     summary = {}
+    if not groups:
+        lines += partial
     if groups:
-        lines += ["## Main comparison", "",
+        lines += ["## Each optimizer at its own best rate" + (
+                  " (a second reading: Lookahead's rate searched like its inner optimizer's, "
+                  "k=5, α=0.5)" if protocol else ""), ""] + partial + [
                   "| optimizer | seeds | test perplexity (mean ± std) | per seed | validation "
                   "| best epoch | minutes per run (each seed) | paper, PTB (Table 3) |",
                   "|---|---|---|---|---|---|---|---|"]
@@ -468,8 +596,10 @@ def write_report(args):
         plot_curves(groups, os.path.join(args.out, f"{name}_curves.png"), source)
     grid = [r for r in records.values() if r["args"]["seed"] == 0]
     if any(_config(r) not in groups for r in grid):  # the grid suite ran
-        lines += ["## Grid (seed 0)", "", "| optimizer | lr | k | α | test perplexity | "
-                  "validation | best epoch |", "|---|---|---|---|---|---|---|"]
+        lines += ["## Grid (seed 0)", "", "Validation perplexity, which chose the rates and "
+                  "settings; test perplexity is read only for the chosen ones (above).", "",
+                  "| optimizer | lr | k | α | validation perplexity | best epoch |",
+                  "|---|---|---|---|---|---|"]
         for r in sorted(grid, key=lambda r: (list(LABELS).index(r["args"]["optimizer"]),
                                              r["args"]["lr"], r["args"]["k"],
                                              r["args"]["alpha"])):
@@ -477,7 +607,7 @@ def write_report(args):
             la = ra["optimizer"].startswith("lookahead")
             lines.append(f"| {LABELS[ra['optimizer']]} | {ra['lr']:g} | "
                          f"{ra['k'] if la else '–'} | {ra['alpha'] if la else '–'} | "
-                         f"{r['test_ppl']:.2f} | {r['valid_ppl']:.2f} | {r['best_epoch']} |")
+                         f"{r['valid_ppl']:.2f} | {r['best_epoch']} |")
         lines.append("")
         lines += _grid_ends(args, records)
     lines += _anchor(groups, first)
@@ -498,6 +628,7 @@ def write_report(args):
     h.write_json(os.path.join(args.out, f"{name}.json"), {
         "profile": args.profile, "source": first["source"], "seeds": args.seeds,
         "missing_runs": missing, "summary": summary,
+        "protocol_missing_runs": protocol_missing, "protocol": protocol_summary,
         "runs": {n: {"args": r["args"], "test_ppl": r["test_ppl"], "valid_ppl": r["valid_ppl"],
                      "best_epoch": r["best_epoch"], "epochs": r["epochs"]}
                  for n, r in records.items()}})

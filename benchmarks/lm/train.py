@@ -274,7 +274,7 @@ _SAME_FOR_RESUME = ("profile", "optimizer", "data_dir", "synthetic", "batch_size
                     "weight_decay", "layers", "hidden", "embedding", "lr", "k", "alpha",
                     "polyak_start", "seed")
 # What a record written before an argument existed ran with: its value then.
-_BEFORE_IT_EXISTED = {"decay_from": 0}
+BEFORE_IT_EXISTED = {"decay_from": 0}
 
 
 def run(args):
@@ -295,7 +295,7 @@ def run(args):
             raise SystemExit(f"--resume: {args.run_dir!r} has no record.json of an earlier run")
         with open(record_path) as f:
             record = json.load(f)
-        then = {k: record["args"].get(k, _BEFORE_IT_EXISTED.get(k)) for k in _SAME_FOR_RESUME}
+        then = {k: record["args"].get(k, BEFORE_IT_EXISTED.get(k)) for k in _SAME_FOR_RESUME}
         changed = [f"--{k.replace('_', '-')} {then[k]!r} (now {getattr(args, k)!r})"
                    for k in _SAME_FOR_RESUME if then[k] != getattr(args, k)
                    # only polyak-sgd uses its start (whose default follows --epochs)

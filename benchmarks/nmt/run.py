@@ -21,6 +21,7 @@ import statistics
 from benchmarks import _harness as h
 from benchmarks._sweep import add_common_arguments, load_run_records, run_sweep
 from benchmarks._sweep import main as sweep_main
+from benchmarks.nmt import train
 
 TRAIN = "benchmarks.nmt.train"
 OPTIMIZERS = ("adam", "lookahead-adam", "lookahead-adam-nowarmup", "adafactor")
@@ -71,7 +72,8 @@ def run_all(args):
 
     run_sweep(runs_for(args), lambda name, extra: ["-m", TRAIN, *common, *extra, "--run-dir",
                                                    os.path.join(folder, name)],
-              record, summary, folder, h.ROOT)
+              record, summary, folder, h.ROOT, parse=train.parse_args,
+              before=train.BEFORE_IT_EXISTED)
 
 
 def load_records(args):

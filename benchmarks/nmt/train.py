@@ -66,6 +66,9 @@ LR_DEFAULTS = {"adam": 0.04, "adafactor": 0.01}
 OPTIMIZERS = ("adam", "lookahead-adam", "lookahead-adam-nowarmup", "adafactor")
 RESERVED = ["[PAD]", "[UNK]", "[START]", "[END]"]
 
+# What a record written before an argument existed ran with: its value then (benchmarks/_sweep.py
+# compares a record's arguments with those a sweep asks for).
+BEFORE_IT_EXISTED = {}
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
