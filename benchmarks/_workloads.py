@@ -146,18 +146,28 @@ def torch_modes(shapes):
         fast = [keras.ops.convert_to_tensor(a) for a in random_arrays(shapes, 2)]
         slow = [keras.ops.convert_to_tensor(a) for a in random_arrays(shapes, 3)]
 
-        from keras_lookahead import _forms, _keras_compat  # the package's torch sync
+        from keras_lookahead import _steps, algorithm  # the package's torch sync
 
-        op = _keras_compat.torch_foreach()
+        list_ops = _steps.TorchListOps()
+        outer = algorithm.Outer(ALPHA)
 
         def run():
             with torch.no_grad():
-                _forms.torch_slow_update(op, slow, fast, ALPHA)
+                new = algorithm.sync(algorithm.SyncInputs(fast, slow, [], [], [], [], []), outer,
+                                     [], [], list_ops)
+                list_ops.write([(_Tensor(f), v) for f, v in zip(fast, new.fast)])
             wait()
 
         return run
 
     return {"eager": (optimizer_step, sync_step)}
+
+
+class _Tensor:
+    """A bare tensor where the sync's writer expects a variable (its `.value`)."""
+
+    def __init__(self, value):
+        self.value = value
 
 
 def optax_rows(shapes, args, ks=(5, 10)):

@@ -15,6 +15,7 @@ from keras import ops
 
 from keras_lookahead import _keras_compat as compat
 from keras_lookahead import adaptive
+from keras_lookahead import algorithm
 from keras_lookahead import inner_state as policies
 
 ADAPTIVE = "adaptive"
@@ -119,18 +120,74 @@ def check_sync_period(k):
     return int(k)
 
 
-def check_slow_step_size(alpha):
+def check_nesting(sync_period, levels):
+    """A Lookahead around Lookaheads (Multilayer Lookahead) restarts the levels below from its
+    new slow weights at each sync; that is the recursive algorithm only if each of its syncs
+    falls on a sync of every level below: constant periods, each a multiple of the next."""
+    for level in levels:
+        inner_k = level.sync_period
+        if not (isinstance(sync_period, int) and isinstance(inner_k, int)):
+            raise ValueError(
+                f"Lookahead: a Lookahead around another (Multilayer Lookahead) needs constant "
+                f"sync periods, so that every outer sync falls on an inner one; got "
+                f"sync_period={sync_period!r} around sync_period={inner_k!r}.")
+        if sync_period % inner_k:
+            raise ValueError(
+                f"Lookahead: sync_period={sync_period} around a Lookahead with sync_period="
+                f"{inner_k} (Multilayer Lookahead): the outer period must be a multiple of the "
+                f"inner one, so that each outer sync falls on an inner sync (e.g. "
+                f"{inner_k * max(1, round(sync_period / inner_k))}). It counts the inner "
+                "optimizer's updates, like every sync period.")
+        sync_period = inner_k
+
+
+def check_slow_momentum(momentum, nesterov):
+    """μ as a float in [0, 1), and the Nesterov flag as a bool."""
+    if not (isinstance(momentum, numbers.Real) and not isinstance(momentum, bool)
+            and not math.isnan(momentum) and 0 <= momentum < 1):
+        raise ValueError(
+            f"Lookahead: slow_momentum must be a float in [0, 1), got {momentum!r}.")
+    if not isinstance(nesterov, bool):
+        raise ValueError(
+            f"Lookahead: slow_nesterov must be True or False, got {nesterov!r}.")
+    return float(momentum), nesterov
+
+
+def check_slow_step_size(alpha, momentum=0.0, nesterov=True):
+    """α: "adaptive", a schedule, or a float in (0, 1] (μ = 0), in (0, limit) with outer
+    momentum (algorithm.max_outer_rate says which limit and why)."""
     if isinstance(alpha, str) and alpha == ADAPTIVE:
+        if momentum:
+            raise ValueError(
+                f"Lookahead: slow_step_size='adaptive' estimates how far the slow weights "
+                f"should move towards the fast ones (paper, Sec. 2.1), which has no meaning for "
+                f"an outer step with momentum: use slow_momentum=0 with it, or a float "
+                f"slow_step_size with slow_momentum={momentum!r}."
+            )
         return alpha
+    if momentum:
+        limit = algorithm.max_outer_rate(momentum, nesterov)
+        form = "Nesterov" if nesterov else "plain"
+        allowed = (f"in (0, {limit:.4g}) with slow_momentum={momentum!r} ({form}: "
+                   f"{'2(1 + μ)/(1 + 2μ)' if nesterov else '2(1 + μ)'}, beyond which the "
+                   "outer step diverges on a quadratic whose minimum the inner steps reach)")
+        inside = lambda value: 0 < value < limit  # noqa: E731
+    else:
+        allowed, inside = "in (0, 1]", lambda value: 0 < value <= 1  # noqa: E731
     if callable(alpha):
         at_zero = value_at_zero(alpha, "slow_step_size")
-        if not 0 < at_zero <= 1:
+        if not inside(at_zero):
             raise ValueError(
-                f"Lookahead: slow_step_size schedule {alpha!r} must return values in (0, 1]; "
+                f"Lookahead: slow_step_size schedule {alpha!r} must return values {allowed}; "
                 f"it returns {at_zero!r} at 0 syncs."
             )
         return alpha
-    return fraction("slow_step_size", alpha, "a float in (0, 1], a schedule or 'adaptive'")
+    if not (isinstance(alpha, numbers.Real) and not isinstance(alpha, bool)
+            and not math.isnan(alpha) and inside(alpha)):
+        raise ValueError(
+            f"Lookahead: slow_step_size must be a float {allowed}, a schedule or 'adaptive', "
+            f"got {alpha!r}.")
+    return float(alpha)
 
 
 def fraction(argument, value, allowed="a float in (0, 1]"):

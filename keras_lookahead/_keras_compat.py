@@ -292,7 +292,7 @@ def slots(optimizer, attribute):
 def tf_in_xla_context():
     """Whether TensorFlow is tracing inside an XLA-compiled function (`jit_compile=True`).
 
-    TensorFlow has no public way to ask; the choice of sync form depends on it (`_forms.py`).
+    TensorFlow has no public way to ask; the choice of step form depends on it (`_steps.py`).
     `control_flow_util.GraphOrParentsInXlaContext` is what TF's own `tf.cond` lowering asks.
     Checked on TF 2.18.1 and 2.21.0.
     """
@@ -323,15 +323,15 @@ def jax_is_traced(value):
 # -- PyTorch --------------------------------------------------------------------------------------
 
 TORCH_FOREACH = ("_foreach_lerp_", "_foreach_mul_", "_foreach_add_", "_foreach_copy_",
-                 "_foreach_zero_")
+                 "_foreach_zero_", "_foreach_sub")
 
 
 def torch_foreach():
-    """torch's multi-tensor in-place ops, by name without the prefix (lerp_, mul_, add_, copy_,
-    zero_).
+    """torch's multi-tensor ops, by name without the prefix: in place (lerp_, mul_, add_, copy_,
+    zero_) and one that returns new tensors (sub, for the outer momentum's pseudo-gradient).
 
     torch.optim's own optimizers use them; they have no public name. One fused kernel launch per
-    op for all tensors, with no temporaries. Checked on PyTorch 2.13.0.
+    op for all tensors, and no temporaries for the in-place ones. Checked on PyTorch 2.13.0.
     """
     import torch
 

@@ -1,7 +1,7 @@
 """The model on the slow weights: exchanging them with the fast ones, exactly.
 
 `callbacks.py` is the public interface (`SwapSlowWeights`, `use_slow_weights`,
-`restore_fast_weights`); the forms (`_forms.py`) put the fast weights back before a step and
+`restore_fast_weights`); the steps (`_steps.py`) put the fast weights back before a step and
 refuse an eager step on the slow ones. Mixed into `Lookahead`, whose constructor makes the flag
 `_slow_in_model` and whose `slow_weights_in_model` reads it.
 """
@@ -36,7 +36,7 @@ class ModelOnSlowWeights:
         of its own dtype and the model gets the slow weight, rounded; coming out, the parked
         fast weight comes back.
         """
-        for fast, slow, park in zip(self._built_variables(), self._slow_weights, self._parked):
+        for fast, slow, park in zip(self._built_variables(), self._slow_weights, self._fast_while_swapped):
             if slow is None:
                 continue
             if park is None:
@@ -53,7 +53,7 @@ class ModelOnSlowWeights:
         """Raises if the model holds the slow weights (an eager step: nothing can repair it).
 
         The gradient was computed on the model's weights before `apply` runs; the callbacks and
-        traced TF steps restore the fast weights before that (_forms.py).
+        traced TF steps restore the fast weights before that (_steps.py).
         """
         if self._host_slow_in_model is not False and self.slow_weights_in_model():
             checks.refuse_training_on_slow_weights()

@@ -1,48 +1,203 @@
-"""Algorithm 1 of the Lookahead paper (Zhang, Lucas, Hinton & Ba, 2019), on values.
+"""Lookahead's sync, written once, on values (Algorithm 1 of Zhang, Lucas, Hinton & Ba, 2019,
+with the outer momentum of SNOO and DiLoCo).
 
 With the inner optimizer A updating the fast weights θ:
 
     for each step:  θ ← θ + A(θ)                      (the inner optimizer, as configured)
-                    if A applied its k-th update since the last sync:   (`sync_is_due`)
-                        φ ← φ + α (θ − φ);  θ ← φ       (`slow_update`)
-                        m ← policy(m, m_prev, α)        (`momentum_update`, App. C.5)
+                    if A applied its k-th update since the last sync:      (`sync_is_due`)
+                        the sync (`sync`):
+                        μ = 0:  φ ← φ + α (θ − φ)                          (Lookahead)
+                        μ > 0:  s = φ − θ;  b ← μ b + s;                   (SNOO; DiLoCo's outer
+                                φ ← φ − α (μ b + s)   (Nesterov)            step on one worker)
+                                φ ← φ − α b           (plain momentum)
+                        θ ← φ
+                        m ← policy(m, m_prev, α)                           (App. C.5)
 
-These functions are the whole of the algorithm. `lookahead.py` holds the state they act on
-(φ, m_prev, counters) and `_forms.py` runs the step in the form each execution mode needs; both
-import this module, which imports neither.
+With μ = 0, φ − α s = φ + α(θ − φ): SNOO without momentum is Lookahead with α its outer rate.
+
+`lookahead.py` holds the state these act on (φ, b, m_prev, counters) and chooses what a sync
+touches; `_steps.py` decides, in the form each execution mode needs, *whether* a step syncs, and
+writes what `sync` returns. Both import this module, which imports neither.
+
+`sync` works on lists of values through a small set of list operations (`KerasListOps` here;
+`_steps.TorchListOps` for PyTorch's in-place multi-tensor ops). An operation may write its
+result into its first argument (PyTorch's does, to save memory traffic), so `sync` passes first
+only values whose old contents it no longer needs: the slow weight, the momentum buffer, the
+inner optimizer's moment and its own temporaries, never a fast weight.
 """
+
+from typing import NamedTuple
 
 from keras import ops
 
 from keras_lookahead import inner_state as policies
 
 
-def slow_update(slow, fast, alpha):
-    """φ + α (θ − φ): the slow weights after a sync; the fast weights restart from it.
+class SyncInputs(NamedTuple):
+    """What a sync reads, as values, in lists aligned by variable.
 
-    With α = 1 (a Python float) the fast weights are returned as they are: φ + (θ − φ) can
-    round differently from θ.
+    fast, slow: θ and φ of the variables the step updated; buffer: their outer-momentum
+    buffers b ([] when μ = 0); moment: the inner optimizer's first moments the policy acts on
+    ([] for "maintain"); cached: their m_prev ("interpolate" only, else []); held_fast: θ of
+    the variables the step did not update (a layer frozen after build): their slow weights
+    follow them; held_moment: the moments of those, which their m_prev follows.
     """
-    if fast.dtype != slow.dtype:  # float32 slow weights of a 16-bit variable: in float32
-        fast = ops.cast(fast, slow.dtype)
-    if isinstance(alpha, float) and alpha == 1.0:
-        return fast
-    alpha = ops.cast(alpha, slow.dtype)
-    return ops.add(slow, ops.multiply(alpha, ops.subtract(fast, slow)))
+
+    fast: list
+    slow: list
+    buffer: list
+    moment: list
+    cached: list
+    held_fast: list
+    held_moment: list
 
 
-def momentum_update(policy, m, m_prev, alpha):
-    """The inner optimizer's first moment right after a sync (paper, App. C.5).
+class SyncResult(NamedTuple):
+    """What a sync writes, aligned with `SyncInputs`: the new fast, slow, buffer, moment and
+    cached values of the updated variables, and the new slow weights and cached moments of the
+    held ones. An entry that is its input object itself is unchanged (a writer may skip it)."""
+
+    fast: list
+    slow: list
+    buffer: list
+    moment: list
+    cached: list
+    held_slow: list
+    held_cached: list
+
+
+class Outer(NamedTuple):
+    """The sync's hyperparameters: α (the outer rate: a Python float, or a scalar tensor for a
+    scheduled or adaptive α), μ ≥ 0 (a Python float; 0: Lookahead), Nesterov or plain
+    momentum, and the inner-state policy."""
+
+    alpha: object
+    momentum: float = 0.0
+    nesterov: bool = True
+    policy: str = policies.MAINTAIN
+
+
+def sync(inputs, outer, slow_like, cached_like, list_ops):
+    """The whole sync on values: new slow and fast weights, momentum buffers and moments.
+
+    `slow_like`: for each held fast weight, the slow weight it becomes (its dtype);
+    `cached_like`: for each held moment, its cached value (its dtype). Nothing here depends on
+    the backend or the execution mode: `list_ops` does the arithmetic.
+    """
+    o = list_ops
+    fast32 = o.cast_like(inputs.fast, inputs.slow)  # θ in the slow weights' dtype
+    buffer = inputs.buffer
+    if outer.momentum == 0:
+        if isinstance(outer.alpha, float) and outer.alpha == 1.0:
+            # φ + (θ − φ) can round differently from θ: the fast weights stay as they are
+            slow = fast32
+        else:
+            slow = o.lerp(inputs.slow, fast32, outer.alpha)
+    else:
+        step = o.sub(inputs.slow, fast32)  # s = φ − θ, the pseudo-gradient
+        buffer = o.scale_add(buffer, outer.momentum, step)  # b ← μ b + s
+        if outer.nesterov:
+            step = o.add_scaled(step, buffer, outer.momentum)  # μ b + s
+        else:
+            step = buffer
+        slow = o.add_scaled(inputs.slow, step, -outer.alpha)  # φ − α (μ b + s) or φ − α b
+    if outer.momentum == 0 and isinstance(outer.alpha, float) and outer.alpha == 1.0:
+        fast = list(inputs.fast)  # unchanged
+    else:
+        fast = o.cast_like(slow, inputs.fast)
+    moment, cached = moment_update(inputs.moment, inputs.cached, outer, o)
+    held_slow = o.cast_like(inputs.held_fast, slow_like)
+    held_cached = o.cast_like(inputs.held_moment, cached_like)
+    return SyncResult(fast, slow, buffer, moment, cached, held_slow, held_cached)
+
+
+def moment_update(moment, cached, outer, list_ops):
+    """The inner optimizer's first moments right after a sync, and their new cache (App. C.5).
 
     "reset": 0. "interpolate" (the authors' "pullback"): α m + (1 − α) m_prev, m_prev being the
-    moment right after the previous sync (0 before the first). "maintain" never gets here.
+    moment right after the previous sync (0 before the first), computed in the cache's dtype
+    (float32 for a 16-bit moment), and cached for the next sync. "maintain": untouched (no
+    moments are given). With outer momentum, α is the outer rate (what the slow weights would
+    move by with μ = 0).
     """
-    if policy == policies.RESET:
-        return ops.zeros_like(m)
-    if m.dtype != m_prev.dtype:  # a float32 cache of a 16-bit moment: in float32
-        m = ops.cast(m, m_prev.dtype)
-    alpha = ops.cast(alpha, m.dtype)
-    return ops.add(ops.multiply(alpha, m), ops.multiply(ops.subtract(1, alpha), m_prev))
+    if not moment:
+        return [], []
+    o = list_ops
+    if outer.policy == policies.RESET:
+        return o.zeros_like(moment), []
+    wide = o.cast_like(moment, cached)
+    new = o.blend(wide, cached, outer.alpha)
+    return o.cast_like(new, moment), new
+
+
+class KerasListOps:
+    """The list operations of `sync` in `keras.ops`, value by value, returning new values (the
+    form of TensorFlow and JAX, traced or compiled). Scalars may be tensors."""
+
+    read = staticmethod(ops.convert_to_tensor)  # a variable's current value
+
+    @staticmethod
+    def scalar(value):
+        return value
+
+    @staticmethod
+    def cast_like(values, likes):
+        return [v if v.dtype == like.dtype else ops.cast(v, like.dtype)
+                for v, like in zip(values, likes)]
+
+    @staticmethod
+    def lerp(a, b, t):
+        """a + t (b − a)."""
+        return [ops.add(x, ops.multiply(ops.cast(t, x.dtype), ops.subtract(y, x)))
+                for x, y in zip(a, b)]
+
+    @staticmethod
+    def blend(a, b, t):
+        """t a + (1 − t) b."""
+        out = []
+        for x, y in zip(a, b):
+            t_ = ops.cast(t, x.dtype)
+            out.append(ops.add(ops.multiply(t_, x), ops.multiply(ops.subtract(1, t_), y)))
+        return out
+
+    @staticmethod
+    def scale_add(a, t, b):
+        """t a + b."""
+        return [ops.add(ops.multiply(ops.cast(t, x.dtype), x), y) for x, y in zip(a, b)]
+
+    @staticmethod
+    def add_scaled(a, b, t):
+        """a + t b."""
+        return [ops.add(x, ops.multiply(ops.cast(t, x.dtype), y)) for x, y in zip(a, b)]
+
+    @staticmethod
+    def sub(a, b):
+        return [ops.subtract(x, y) for x, y in zip(a, b)]
+
+    @staticmethod
+    def zeros_like(a):
+        return [ops.zeros_like(x) for x in a]
+
+
+def max_outer_rate(momentum, nesterov=True):
+    """The largest outer rate α allowed with outer momentum μ.
+
+    μ = 0: 1, Lookahead's own bound: the slow weights move part of the way to the fast ones,
+    never past them. μ > 0: the rate beyond which the outer iteration diverges even when the k
+    inner steps reach the minimum of a quadratic (the pseudo-gradient s then has curvature 1
+    along it: s = φ − φ*). On that model the outer step is heavy-ball or Nesterov momentum on
+    h = 1, stable exactly for α < 2(1 + μ) (plain), α < 2(1 + μ)/(1 + 2μ) (Nesterov): the
+    Jury conditions of x_{t+1} = (1 − α)(1 + μ) x_t − μ(1 − α) x_{t−1} (Nesterov) and
+    x_{t+1} = (1 + μ − α) x_t − μ x_{t−1} (plain). Inner steps that fall short of the minimum
+    (curvature below 1) would tolerate more; none can make a rate beyond this safe for every
+    problem. The published settings lie well inside: DiLoCo α 0.7, μ 0.9 (limit 1.36), SNOO
+    α 0.8, μ 0.75 (limit 1.4).
+    """
+    if momentum == 0:
+        return 1.0
+    if nesterov:
+        return 2 * (1 + momentum) / (1 + 2 * momentum)
+    return 2 * (1 + momentum)
 
 
 def sync_is_due(applied, since_sync, k):

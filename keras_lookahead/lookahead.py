@@ -1,8 +1,9 @@
 """The Lookahead optimizer wrapper (Zhang, Lucas, Hinton & Ba, 2019): its state and its step.
 
-Where the rest lives: Algorithm 1 on values in `algorithm.py`; the step, in the form each
-execution mode needs, in `_forms.py` (every form calls `algorithm`); what is refused, and the
-messages that say so, in `_checks.py`; the config in `_config.py`; the exchange of slow and
+Where the rest lives: the sync on values (Algorithm 1, with outer momentum) in `algorithm.py`;
+the step, in the form each execution mode needs, in `_steps.py` (every form gates and writes
+`algorithm.sync`, and sees this class only through `StepInterface`, below); what is refused, and
+the messages that say so, in `_checks.py`; the config in `_config.py`; the exchange of slow and
 fast weights in the model in `_swap.py`.
 """
 
@@ -11,8 +12,8 @@ from keras import ops
 
 from keras_lookahead import _checks as checks
 from keras_lookahead import _config as config_io
-from keras_lookahead import _forms
 from keras_lookahead import _keras_compat as compat
+from keras_lookahead import _steps
 from keras_lookahead import _swap
 from keras_lookahead import adaptive
 from keras_lookahead import algorithm
@@ -122,12 +123,17 @@ class Lookahead(_swap.ModelOnSlowWeights, keras.optimizers.Optimizer):
         min_slow_step_size=None,
         curvature=None,
         slow_dtype=None,
+        slow_momentum=0.0,
+        slow_nesterov=True,
         name=None,
         **kwargs,
     ):
         inner = checks.resolve_optimizer(optimizer)
         sync_period = checks.check_sync_period(sync_period)
-        slow_step_size = checks.check_slow_step_size(slow_step_size)
+        checks.check_nesting(sync_period, nested_lookaheads(inner))
+        slow_momentum, slow_nesterov = checks.check_slow_momentum(slow_momentum, slow_nesterov)
+        slow_step_size = checks.check_slow_step_size(slow_step_size, slow_momentum,
+                                                     slow_nesterov)
         policies.check_policy(inner, inner_state)
         min_slow_step_size = checks.check_adaptive_options(
             inner, slow_step_size, min_slow_step_size, curvature)
@@ -142,17 +148,20 @@ class Lookahead(_swap.ModelOnSlowWeights, keras.optimizers.Optimizer):
         self._min_slow_step_size = min_slow_step_size
         self._curvature = curvature
         self._slow_dtype = slow_dtype
+        self._slow_momentum = slow_momentum
+        self._slow_nesterov = slow_nesterov
         self._slow_weights = []
         self._cached_moments = []
+        self._slow_buffers = []  # the outer momentum's b, one per slow weight (μ > 0 only)
         # Where the fast weights of variables whose slow weights have another dtype wait while
         # the model holds the slow ones (an exchange would round the slow weights); None for
         # the others. See `_exchange`.
-        self._parked = []
+        self._fast_while_swapped = []
         # 1 while the model variables hold the slow weights and the slow-weight variables the
         # fast ones (callbacks.py swaps them by exchange). Saved with the state, so a checkpoint
         # written during the swap resumes exactly. Made here, eagerly, like the base class's
         # iteration counter: a variable made while a step is traced has no value until the step
-        # runs, and the flag is read at trace time (_forms.py).
+        # runs, and the flag is read at trace time (_steps.py).
         with keras.name_scope(self.name, caller=self):
             self._slow_in_model = keras.Variable(
                 0, name="slow_weights_in_model", dtype="int32", trainable=False,
@@ -161,8 +170,8 @@ class Lookahead(_swap.ModelOnSlowWeights, keras.optimizers.Optimizer):
         # Whether the model variables hold the slow weights (callbacks.py), mirrored on the host
         # so that the per-step check of an eager step reads nothing; None means "read the flag".
         self._host_slow_in_model = False
-        # How a step runs in this backend's execution modes, with its own host state (_forms.py).
-        self._form = _forms.for_backend(self)
+        # How a step runs in this backend's execution modes, with its own host state (_steps.py).
+        self._step = _steps.for_backend(StepInterface(self))
 
     # -- read-only hyperparameters -----------------------------------------------------------
 
@@ -189,6 +198,16 @@ class Lookahead(_swap.ModelOnSlowWeights, keras.optimizers.Optimizer):
     def slow_dtype(self):
         """None (float32 slow weights for 16-bit variables) or "variable" (see the class)."""
         return self._slow_dtype
+
+    @property
+    def slow_momentum(self):
+        """μ: the momentum of the slow weights' outer step (0: Lookahead; see the class)."""
+        return self._slow_momentum
+
+    @property
+    def slow_nesterov(self):
+        """Whether the outer momentum takes Nesterov's form (only with `slow_momentum` > 0)."""
+        return self._slow_nesterov
 
     @property
     def min_slow_step_size(self):
@@ -297,7 +316,7 @@ class Lookahead(_swap.ModelOnSlowWeights, keras.optimizers.Optimizer):
         checks.check_multi_members(*members)
         # One slow weight per trainable variable, placed like it (add_variable_from_reference).
         # It starts as the variable's current value so that `slow_weight` means something before
-        # training; the value is captured again at the first applied update (_forms.py says how
+        # training; the value is captured again at the first applied update (_steps.py says how
         # in each execution mode). Variables that Keras overwrites with their "gradient" (e.g.
         # float8 scaling factors) are state, not weights: no slow copy.
         self._slow_weights = [
@@ -305,7 +324,7 @@ class Lookahead(_swap.ModelOnSlowWeights, keras.optimizers.Optimizer):
             else self._add_slot(v, "slow", _CurrentValue(v))
             for v in var_list
         ]
-        self._parked = [
+        self._fast_while_swapped = [
             None if s is None or s.dtype == v.dtype
             else self.add_variable_from_reference(v, name="fast_parked")
             for v, s in zip(var_list, self._slow_weights)
@@ -318,6 +337,13 @@ class Lookahead(_swap.ModelOnSlowWeights, keras.optimizers.Optimizer):
             self._cached_moments = [
                 None if m is None else self._add_slot(v, "momentum_cached", "zeros", like=m)
                 for v, m in zip(var_list, moments)
+            ]
+        if self._slow_momentum:
+            # In the slow weights' dtype (float32 for a 16-bit variable unless slow_dtype says
+            # otherwise): it accumulates the moves of the slow weights.
+            self._slow_buffers = [
+                None if s is None else self._add_slot(v, "slow_momentum", "zeros")
+                for v, s in zip(var_list, self._slow_weights)
             ]
         if self._k_schedule is not None:
             self._since_sync = self.add_variable(
@@ -375,7 +401,8 @@ class Lookahead(_swap.ModelOnSlowWeights, keras.optimizers.Optimizer):
         checks.require_built(self, "slow_weight()")
         index = checks.built_index(self, variable, "slow_weight()")
         slow = self._slow_weights[index]
-        if slow is not None and self._parked[index] is None and self.slow_weights_in_model():
+        if (slow is not None and self._fast_while_swapped[index] is None
+                and self.slow_weights_in_model()):
             return variable
         return slow
 
@@ -385,7 +412,7 @@ class Lookahead(_swap.ModelOnSlowWeights, keras.optimizers.Optimizer):
         """Whether the model variables hold the slow weights right now (reads one scalar).
 
         The flag variable is read, not a host-side copy: a compiled training step may have
-        restored the fast weights on the device (see `_forms.py`).
+        restored the fast weights on the device (see `_steps.py`).
         """
         if not self.built:
             return False
@@ -421,7 +448,7 @@ class Lookahead(_swap.ModelOnSlowWeights, keras.optimizers.Optimizer):
     def _state_changed(self):
         """After build or a load: host copies of device state are stale."""
         self._host_slow_in_model = False
-        self._form.state_changed()
+        self._step.state_changed()
 
     # -- the step -----------------------------------------------------------------------------
 
@@ -437,16 +464,16 @@ class Lookahead(_swap.ModelOnSlowWeights, keras.optimizers.Optimizer):
                 self.build(trainable_variables)
         elif trainable_variables is not None:
             checks.refuse_variable_count(self, len(trainable_variables))
-        self._form.step(grads, trainable_variables)
+        self._step.step(grads, trainable_variables)
 
-    # -- what the execution forms (_forms.py) call ---------------------------------------------
+    # -- what the steps (_steps.py) use, through StepInterface ----------------------------------
 
-    def _sync_decision(self, before, after):
-        """(does this step sync?, the number of syncs done before it), on the device.
+    def _advance_counters(self, before, after):
+        """(does this step sync?, the number of syncs done before it), on the device; with a k
+        schedule, advances its two counters (writes them: scalar ops, every step).
 
         `before` and `after` are the inner optimizer's counts of applied updates around its
-        step. With a constant k the count since the last sync follows from `after`; with a k
-        schedule two counters of their own are advanced here (scalar ops, every step).
+        step. With a constant k the count since the last sync follows from `after`.
         """
         applied = ops.not_equal(after, before)
         if self._k_schedule is None:
@@ -458,10 +485,6 @@ class Lookahead(_swap.ModelOnSlowWeights, keras.optimizers.Optimizer):
         self._since_sync.assign(ops.where(sync, 0, since))
         self._sync_count.assign(ops.add(done, ops.cast(sync, "int32")))
         return sync, done
-
-    def _schedule_counters(self):
-        """The k-schedule's (updates since the last sync, syncs done) variables."""
-        return self._since_sync, self._sync_count
 
     def _k_at(self, syncs_done):
         """k from the schedule, rounded and clipped to [1, 2**30] (NaN: 2**30), as int32."""
@@ -479,7 +502,8 @@ class Lookahead(_swap.ModelOnSlowWeights, keras.optimizers.Optimizer):
             return self._slow_step_size, None
         if self._alpha_mode == "schedule":
             alpha = checks.schedule_value(self._slow_step_size, syncs_done, "slow_step_size",
-                                          0.0, 1.0)
+                                          0.0, algorithm.max_outer_rate(self._slow_momentum,
+                                                                        self._slow_nesterov))
             return alpha, None
         if sync is None:
             estimate = adaptive.estimate(self, grads)
@@ -543,17 +567,25 @@ class Lookahead(_swap.ModelOnSlowWeights, keras.optimizers.Optimizer):
         was before it was frozen. `trainable_variables=None` (JAX's stateless step, which Keras
         only runs with the variables the optimizer was built with) means all of them.
 
-        Returns (pairs, held pairs, moments, held moments).
+        Returns (weights, held weights, moments, held moments): (θ, φ, b) triples, b the outer
+        momentum buffer (None when μ = 0), of the variables that move; (θ, φ) pairs of those
+        held (their buffers are left as they are: no pseudo-gradient reaches them); (m, m_prev)
+        pairs, m_prev None unless "interpolate"; and (m, m_prev) pairs of the held variables.
         """
         built = self._built_variables()
         if trainable_variables is None:
             active = set(range(len(built)))
         else:
             active = {compat.variable_index(self, v) for v in trainable_variables}
+        buffers = self._slow_buffers or [None] * len(built)
         pairs, held = [], []
-        for i, (v, s) in enumerate(zip(built, self._slow_weights)):
-            if s is not None:
-                (pairs if i in active else held).append((v, s))
+        for i, (v, s, b) in enumerate(zip(built, self._slow_weights, buffers)):
+            if s is None:
+                continue
+            if i in active:
+                pairs.append((v, s, b))
+            else:
+                held.append((v, s))
         moments, held_moments = [], []
         first = self._first_moments()
         for i, (m, c) in enumerate(zip(first, self._cached_moments or [None] * len(first))):
@@ -564,6 +596,55 @@ class Lookahead(_swap.ModelOnSlowWeights, keras.optimizers.Optimizer):
             elif c is not None:
                 held_moments.append((m, c))
         return pairs, held, moments, held_moments
+
+    def _sync_writes(self, grads, trainable_variables, syncs_done, list_ops, sync=None):
+        """The sync of this step (`algorithm.sync`), as [(variable, new value)] to write.
+
+        α is found (and recorded) before anything is computed; `sync` is the predicate of a
+        form that runs this on every step (see `_sync_alpha`). `list_ops` reads the variables
+        and does the arithmetic (`algorithm.KerasListOps`, or `_steps.TorchListOps`, which
+        writes in place). Unchanged values are left out.
+        """
+        grads = self._aligned_grads(grads, trainable_variables)
+        pairs, held, moments, held_moments = self._sync_targets(trainable_variables)
+        alpha, estimate = self._sync_alpha(grads, syncs_done, sync)
+        self._record_alpha(alpha, estimate, sync)
+        outer = algorithm.Outer(list_ops.scalar(alpha), self._slow_momentum,
+                                self._slow_nesterov, self._inner_state)
+        read = list_ops.read
+        cached = [c for _, c in moments if c is not None]
+        inputs = algorithm.SyncInputs(
+            fast=[read(f) for f, _, _ in pairs], slow=[read(s) for _, s, _ in pairs],
+            buffer=[read(b) for _, _, b in pairs if b is not None],
+            moment=[read(m) for m, _ in moments], cached=[read(c) for c in cached],
+            held_fast=[read(f) for f, _ in held], held_moment=[read(m) for m, _ in held_moments])
+        new = algorithm.sync(inputs, outer, [read(s) for _, s in held],
+                             [read(c) for _, c in held_moments], list_ops)
+        targets = algorithm.SyncResult(
+            fast=[f for f, _, _ in pairs], slow=[s for _, s, _ in pairs],
+            buffer=[b for _, _, b in pairs if b is not None], moment=[m for m, _ in moments],
+            cached=cached, held_slow=[s for _, s in held],
+            held_cached=[c for _, c in held_moments])
+        # what the sync left as it was (its input object itself) is not written
+        unchanged_if = (*inputs[:5], None, None)
+        writes = []
+        for variables, values, olds in zip(targets, new, unchanged_if):
+            writes += [(v, x) for i, (v, x) in enumerate(zip(variables, values))
+                       if olds is None or x is not olds[i]]
+        return writes + self._restart_levels_below([f for f, _, _ in pairs], new.slow)
+
+    def _restart_levels_below(self, fast, new_slow):
+        """Multilayer Lookahead (a Lookahead whose inner optimizer is a Lookahead): every level
+        below restarts from the new slow weights, as the recursive definition starts each of its
+        periods there. Writes of their slow weights for the variables `fast` (new values
+        `new_slow`); none when nothing is nested."""
+        writes = []
+        position = {id(v): i for i, v in enumerate(fast)}
+        for level in nested_lookaheads(self._inner):
+            for v, level_slow in zip(level._built_variables(), level._slow_weights):
+                if level_slow is not None and id(v) in position:
+                    writes.append((level_slow, new_slow[position[id(v)]]))
+        return writes
 
     # -- config -------------------------------------------------------------------------------
 
@@ -577,6 +658,8 @@ class Lookahead(_swap.ModelOnSlowWeights, keras.optimizers.Optimizer):
             "min_slow_step_size": self._min_slow_step_size,
             "curvature": self._curvature,
             "slow_dtype": self._slow_dtype,
+            "slow_momentum": self._slow_momentum,
+            "slow_nesterov": self._slow_nesterov,
         })
 
     @classmethod
@@ -594,3 +677,70 @@ class _CurrentValue(keras.initializers.Initializer):
     def __call__(self, shape, dtype=None):
         # A copy: on torch the variable's tensor would otherwise become the slow weight's storage.
         return ops.cast(ops.copy(self._variable), dtype)
+
+
+def nested_lookaheads(optimizer):
+    """The Lookaheads in `optimizer`'s chain of wrapped optimizers, outermost first (for a
+    Multilayer Lookahead: the levels below the one whose inner optimizer this is)."""
+    return [o for o in compat.wrapper_chain(optimizer) if isinstance(o, Lookahead)]
+
+
+class StepInterface:
+    """What the steps (`_steps.py`) use of a Lookahead, and nothing else.
+
+    A step decides whether it syncs and writes the sync's values; everything that reads or
+    changes the optimizer's own state goes through these methods.
+    """
+
+    def __init__(self, lookahead):
+        self._lookahead = lookahead
+
+    @property
+    def inner(self):
+        """The inner optimizer, whose `apply` updates the fast weights."""
+        return self._lookahead.inner_optimizer
+
+    @property
+    def constant_k(self):
+        """k when it is a constant integer; None with a k schedule (`schedule_counters`)."""
+        la = self._lookahead
+        return None if la._k_schedule is not None else la.sync_period
+
+    def applied_updates(self):
+        """The inner optimizer's count of applied updates (a variable on the device)."""
+        return self._lookahead.iterations
+
+    def built_variables(self):
+        """The model variables the optimizer was built with, in build order."""
+        return self._lookahead._built_variables()
+
+    def refuse_training_on_slow_weights(self):
+        """Raises if the model holds the slow weights (an eager step cannot repair that)."""
+        self._lookahead._refuse_training_on_slow_weights()
+
+    def restore_fast_weights(self):
+        """Puts the fast weights back in the model if the slow ones are there."""
+        self._lookahead._swap_out()
+
+    def capture(self):
+        """φ ← θ: the slow weights start from the model's weights at the first applied update."""
+        self._lookahead._capture()
+
+    def advance_counters(self, before, after):
+        """(does this step sync?, syncs done before it), on the device; writes the k-schedule
+        counters. `before`, `after`: the applied-update counts around the inner step."""
+        return self._lookahead._advance_counters(before, after)
+
+    def schedule_counters(self):
+        """The k schedule's (updates since the last sync, syncs done) variables."""
+        la = self._lookahead
+        return la._since_sync, la._sync_count
+
+    def k_after(self, syncs_done):
+        """The k schedule's period after `syncs_done` syncs, as an int32 scalar."""
+        return self._lookahead._k_at(syncs_done)
+
+    def sync(self, grads, trainable_variables, syncs_done, list_ops, sync=None):
+        """This step's sync as [(variable, value)] to write (see `Lookahead._sync_writes`)."""
+        return self._lookahead._sync_writes(grads, trainable_variables, syncs_done, list_ops,
+                                            sync)

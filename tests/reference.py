@@ -11,6 +11,12 @@ Algorithm 1:
         φ_t = φ_{t-1} + α (θ_{t,k} − φ_{t-1})
 with the inner optimizer's first moment maintained, reset to zero, or interpolated
 (m ← α m + (1 − α) m_prev, m_prev its value right after the previous sync) at each sync.
+
+Outer momentum (Kallusky et al. 2025, "SNOO: Step-K Nesterov Outer Optimizer"; DiLoCo's outer
+step, Douillard et al. 2023, on one worker), the sync's slow-weight line replaced by PyTorch's
+SGD with momentum μ, rate η = α, applied to the pseudo-gradient s = φ − θ_{t,k}:
+        b_t = μ b_{t-1} + s
+        φ_t = φ_{t-1} − η (μ b_t + s)      (Nesterov)      or      φ_{t-1} − η b_t   (plain)
 """
 
 import numpy as np
@@ -136,7 +142,8 @@ class Groups:
     first_moment = "m"
 
 
-def lookahead(inner, theta0, grad_fn, steps, k, alpha, inner_state="maintain", record=None):
+def lookahead(inner, theta0, grad_fn, steps, k, alpha, inner_state="maintain", record=None,
+              momentum=0.0, nesterov=True):
     """Runs `steps` inner updates of Lookahead(inner); returns per-step (fast, slow, state).
 
     `grad_fn(theta)` gives the gradient at the current fast weights. Computed in float32, like
@@ -149,12 +156,14 @@ def lookahead(inner, theta0, grad_fn, steps, k, alpha, inner_state="maintain", r
       curvature) with `curvature(state, t)` the diagonal Â: then at each sync, with d = φ − θ
       and g the gradient of the k-th update, α* = 1 + gᵀd / (dᵀÂd) (paper, Prop. 1), and
       α = clip(α*, alpha_low, 1);
-    - `record`, a dict, receives the list of α used ("alpha") and of α* ("estimate").
+    - `record`, a dict, receives the list of α used ("alpha") and of α* ("estimate");
+    - `momentum` μ > 0: the outer step with momentum (the module's docstring), η = α.
     """
     theta = np.asarray(theta0, np.float32).copy()
     phi = theta.copy()
     state = inner.init(theta)
     cached = np.zeros_like(theta)
+    buffer = np.zeros_like(theta)
     history = []
     since, syncs = 0, 0
     alphas, estimates = [], []
@@ -176,7 +185,12 @@ def lookahead(inner, theta0, grad_fn, steps, k, alpha, inner_state="maintain", r
             a = alpha(syncs) if callable(alpha) else alpha
             a = np.float32(a) if callable(alpha) else a
         alphas.append(a)
-        phi = phi + a * (theta - phi)
+        if momentum:
+            s = phi - theta
+            buffer = momentum * buffer + s
+            phi = phi - a * (momentum * buffer + s if nesterov else buffer)
+        else:
+            phi = phi + a * (theta - phi)
         theta = phi.copy()
         m = state.get(inner.first_moment)
         if inner_state == "reset":
@@ -189,4 +203,48 @@ def lookahead(inner, theta0, grad_fn, steps, k, alpha, inner_state="maintain", r
         history.append((theta.copy(), phi.copy(), {n: v.copy() for n, v in state.items()}))
     if record is not None:
         record["alpha"], record["estimate"] = alphas, estimates
+    return history
+
+
+def multilayer(inner, theta0, grad_fn, steps, cycles, alphas):
+    """Multilayer Lookahead (Pushkin & Barba, 2021) by its recursive definition.
+
+    Level 0 is one update of the inner optimizer. Level l ≥ 1 is Lookahead around level l − 1:
+    its slow weights φ_l start at the current weights, it runs `cycles[l-1]` cycles of level
+    l − 1 from there, then φ_l ← φ_l + α_l (θ − φ_l) and θ ← φ_l. The optimizer repeats the top
+    level; every level below starts each of its cycles afresh, from the weights it is given.
+    Returns, per inner update, (θ, [φ_1, ..., φ_n]) as they stand after it (a level not yet
+    started holds θ_0).
+    """
+    theta = np.asarray(theta0, np.float32).copy()
+    state = inner.init(theta)
+    slows = [theta.copy() for _ in cycles]
+    history = []
+    t = 0
+
+    def level(n, theta):
+        """(θ after running level n from θ, whether the level ran to its sync)."""
+        nonlocal t
+        if n == 0:
+            t += 1
+            theta = inner.step(theta, grad_fn(theta), state, t)
+            history.append((theta.copy(), [s.copy() for s in slows]))
+            return theta, True
+        slows[n - 1] = theta.copy()
+        for _ in range(cycles[n - 1]):
+            if t >= steps:
+                return theta, False
+            theta, complete = level(n - 1, theta)
+            if not complete:
+                return theta, False
+        phi = slows[n - 1] + alphas[n - 1] * (theta - slows[n - 1])
+        slows[n - 1] = phi
+        theta = phi.copy()
+        for below in range(n - 1):  # given θ now: their next cycles start from it
+            slows[below] = theta.copy()
+        history[-1] = (theta.copy(), [s.copy() for s in slows])
+        return theta, True
+
+    while t < steps:
+        theta, _ = level(len(cycles), theta)
     return history

@@ -357,7 +357,8 @@ def test_the_report_pairs_seeds_and_says_what_is_missing_and_how_flat_the_end_is
 def _record(inner_state, accuracy):
     """A finished one-epoch run's record, with the fields train.py writes."""
     args = vars(cifar.parse_args([*TINY, "--synthetic", "96", "--epochs", "1", "--optimizer",
-                                  "lookahead-sgd", "--inner-state", inner_state]))
+                                  "lookahead-sgd", "--inner-state", inner_state,
+                                  "--no-train-eval"]))
     epoch = {"epoch": 1, "seconds": 1.0, "test_loss": 2.0, "test_accuracy": accuracy,
              "train_loss": float("nan"), "train_accuracy": float("nan"), "fit_loss": 2.1}
     return {"args": args, "classes": 10, "train_images": 76, "steps_per_epoch": 4,

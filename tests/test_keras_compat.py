@@ -207,8 +207,11 @@ def test_torch_foreach_ops_compute_in_place():
     import torch
 
     op = compat.torch_foreach()
-    assert set(op) == {"lerp_", "mul_", "add_", "copy_", "zero_"}
+    assert set(op) == {"lerp_", "mul_", "add_", "copy_", "zero_", "sub"}
     a, b = [torch.tensor([1.0, 2.0])], [torch.tensor([5.0, -2.0])]
+    d = op["sub"](a, b)  # new tensors, the inputs left alone (the outer momentum's φ − θ)
+    np.testing.assert_allclose(d[0].numpy(), [-4.0, 4.0])
+    np.testing.assert_allclose(a[0].numpy(), [1.0, 2.0])
     op["lerp_"](a, b, 0.25)
     np.testing.assert_allclose(a[0].numpy(), [2.0, 1.0])
     op["mul_"](a, 3.0)

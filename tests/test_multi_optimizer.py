@@ -99,6 +99,23 @@ def test_lookahead_members_follow_their_own_reference(mode, inner_state):
 
 
 @pytest.mark.parametrize("mode", MODES)
+def test_a_member_with_outer_momentum_follows_the_snoo_reference(mode):
+    # its buffer is state of its own group only; the other group is plain SGD
+    member = Lookahead(keras.optimizers.SGD(0.05, momentum=0.9), sync_period=3,
+                       slow_step_size=1.2, slow_momentum=0.9, inner_state="interpolate")
+    opt = _multi(keras.optimizers.SGD(0.05, momentum=0.9), {"enc/.*": member})
+    enc, head = _variables("enc", "head")
+    _run(opt, [enc, head], mode)
+    fast, slow, _ = reference.lookahead(reference.SGD(0.05, 0.9), THETA0, grad_np, STEPS, 3, 1.2,
+                                        "interpolate", momentum=0.9)[-1]
+    np.testing.assert_allclose(_np(enc), fast, rtol=2e-5, atol=1e-5)
+    np.testing.assert_allclose(_np(member.slow_weight(enc)), slow, rtol=2e-5, atol=1e-5)
+    _assert_close(head, reference.lookahead(reference.SGD(0.05, 0.9), THETA0, grad_np, STEPS,
+                                            NEVER, 1.0)[-1][0])
+    assert sum("slow_momentum" in v.path for v in opt.variables) == 1
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_the_multi_optimizers_loss_scale_is_undone_in_the_lookahead_group(mode):
     # MultiOptimizer sets its loss_scale_factor on every member and scales the loss by it; the
     # member Lookahead hands it to its inner optimizer, which unscales its gradients. Plain SGD

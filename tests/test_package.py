@@ -55,10 +55,10 @@ def test_cycle_finder_on_made_up_graphs():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": {"b"}}) == ["b", "b"]
-    assert package_imports("from keras_lookahead import _forms\n"
+    assert package_imports("from keras_lookahead import _steps\n"
                            "from keras_lookahead.adaptive import estimate\n"
                            "def f():\n    import keras_lookahead.radam\n") == {
-                               "_forms", "adaptive", "radam"}
+                               "_steps", "adaptive", "radam"}
 
 
 def test_the_package_has_no_import_cycle():
