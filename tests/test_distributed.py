@@ -19,6 +19,9 @@ pytestmark = [tf_only, pytest.mark.slow]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EQUAL = ["fit_numpy", "fit_dataset", "loop", "loop_xla_grads"]
+# with outer momentum: the buffers are state under the strategy too (compared with one device,
+# the same on every replica)
+OUTER = ["fit_numpy:snoo", "loop:snoo"]
 MULTI = hasattr(keras.optimizers, "MultiOptimizer")  # appeared in Keras 3.15
 # member: Lookahead on the first layer only (its kernel and bias have slow weights); around:
 # Lookahead around a MultiOptimizer (every variable has one)
@@ -48,10 +51,12 @@ def _assert_equals_one_device(result, replicas, run):
 def test_two_mirrored_replicas_equal_one_device_and_fail_only_where_the_inner_does():
     multi = list(MULTI_RUNS) if MULTI else []
     failing = [f"{s}{plain}" for s in FAILING for plain in (":plain", "")]
-    results = _runs(2, *EQUAL, *multi, *failing)
+    results = _runs(2, *EQUAL, *OUTER, *multi, *failing)
     # loop_xla_grads: the gradients jit-compiled per replica, the optimizer applied outside XLA
-    for run in EQUAL + multi:
+    for run in EQUAL + OUTER + multi:
         _assert_equals_one_device(results[run], 2, run)
+    for run in OUTER:  # two layers' kernel and bias: 4 slow weights and 4 buffers
+        assert results[run]["slow_weights"] == 8, run
     for run in multi:
         assert results[run]["slow_weights"] == MULTI_RUNS[run], run
     # TF 2.21 / Keras 3.15 on logical CPUs: an XLA cluster that updates mirrored variables reads

@@ -1,8 +1,9 @@
 """Lookahead under keras.distribution on 2 JAX host devices; prints JSON.
 
-usage: python -m tests.workers.jax_distribution DISTRIBUTION
+usage: python -m tests.workers.jax_distribution DISTRIBUTION [snoo]
   DISTRIBUTION: data (DataParallel over both devices) or model (ModelParallel: a 1 x 2 mesh,
-  Dense kernels split by input row, biases replicated)
+  Dense kernels split by input row, biases replicated); snoo: Lookahead with outer momentum,
+  whose buffers are compared and placed like the slow weights
 
 The host device count is an XLA flag read when JAX starts, so this runs in its own process.
 It trains the same model from the same data once without a distribution and once under it, and
@@ -28,13 +29,14 @@ import numpy as np  # noqa: E402
 from tests.workers.strategy_model import GLOBAL_BATCH, X, Y, model_and_optimizer  # noqa: E402
 
 KIND = sys.argv[1]
+SNOO = sys.argv[2:] == ["snoo"]
 
 
 def train(distribution=None):
     previous = keras.distribution.distribution()
     keras.distribution.set_distribution(distribution)
     try:
-        model, opt = model_and_optimizer()
+        model, opt = model_and_optimizer(snoo=SNOO)
         model.compile(optimizer=opt, loss="mse")
         model.fit(X, Y, batch_size=GLOBAL_BATCH, epochs=3, shuffle=False, verbose=0)
     finally:
@@ -55,21 +57,30 @@ else:
 single_model, single_opt = train()
 model, opt = train(distribution)
 
+
+
+def buffers(optimizer):
+    return [v for v in optimizer.variables if "slow_momentum" in v.path]
+
+
 rel = 0.0
-pairs = zip(model.trainable_variables + opt.slow_weights,
-            single_model.trainable_variables + single_opt.slow_weights)
+pairs = zip(model.trainable_variables + opt.slow_weights + buffers(opt),
+            single_model.trainable_variables + single_opt.slow_weights + buffers(single_opt))
 for a, b in pairs:
     a, b = np.asarray(a.value), np.asarray(b.value)
     rel = max(rel, float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-12)))
 
 placement = []
-for v, slow, cached in zip(model.trainable_variables, opt.slow_weights, opt._cached_moments):
+for i, (v, slow, cached) in enumerate(zip(model.trainable_variables, opt.slow_weights,
+                                          opt._cached_moments)):
+    buffer = buffers(opt)[i] if SNOO else slow
     placement.append({
         "variable": v.path, "spec": str(v.value.sharding.spec),
         "slow_spec": str(slow.value.sharding.spec),
         "devices": len(v.value.sharding.device_set),
         "slow_same": slow.value.sharding.is_equivalent_to(v.value.sharding, v.value.ndim),
         "cached_same": cached.value.sharding.is_equivalent_to(v.value.sharding, v.value.ndim),
+        "buffer_same": buffer.value.sharding.is_equivalent_to(v.value.sharding, v.value.ndim),
     })
-print(json.dumps({"devices": len(devices), "max_rel_diff": rel,
+print(json.dumps({"devices": len(devices), "max_rel_diff": rel, "buffers": len(buffers(opt)),
                   "iterations": int(opt.iterations.value), "placement": placement}))

@@ -2,6 +2,7 @@
 nothing but the file is shared), the others in the test's process (`run_phase`).
 
 usage: python -m tests.workers.resume PHASE DIR INNER_STATE JIT [DIR INNER_STATE JIT ...]
+  (INNER_STATE+snoo: with outer momentum, whose buffers are saved and resumed too)
   (each DIR in turn, from a fresh Keras state; N = 7 and M = 6 steps)
   phases: full      train N+M steps, write DIR/full.npz
           keras     train N steps, model.save(DIR/m.keras)
@@ -35,13 +36,15 @@ def data():
 
 
 def make_model(inner_state, jit):
+    inner_state, _, snoo = inner_state.partition("+")
     keras.utils.set_random_seed(7)
     model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(12, activation="relu"),
                               keras.layers.Dense(2)])
     inner = (keras.optimizers.SGD(0.05, momentum=0.9) if inner_state == "reset"
              else keras.optimizers.Adam(0.01))
     # On torch jit_compile means torch.compile, which is not what these tests are about.
-    model.compile(optimizer=Lookahead(inner, sync_period=K, inner_state=inner_state),
+    outer = dict(slow_step_size=1.2, slow_momentum=0.75) if snoo else {}
+    model.compile(optimizer=Lookahead(inner, sync_period=K, inner_state=inner_state, **outer),
                   loss="mse", jit_compile=jit and keras.backend.backend() != "torch")
     return model
 
@@ -98,7 +101,8 @@ def run_phase(phase, d, inner_state, jit, n=7, m=6):
     elif phase == "keras2":
         model = keras.models.load_model(os.path.join(d, "m.keras"))
         assert isinstance(model.optimizer, Lookahead), type(model.optimizer)
-        assert model.optimizer.inner_state == inner_state
+        assert model.optimizer.inner_state == inner_state.partition("+")[0]
+        assert (model.optimizer.slow_momentum > 0) == inner_state.endswith("+snoo")
         train(model, n, m)
         dump(model, os.path.join(d, "resumed.npz"))
     elif phase in ("ckpt", "ckpt2", "ckptfull"):

@@ -2,14 +2,15 @@
 per run.
 
 usage: python -m tests.workers.strategy DEVICES RUN [RUN ...]
-  RUN is SCENARIO[:STRATEGY][:plain|:member|:around]
+  RUN is SCENARIO[:STRATEGY][:plain|:member|:around][:snoo]
   scenarios: fit_numpy, fit_dataset, fit_spe (steps_per_execution=2), fit_xla
   (jit_compile=True); loop (strategy.run inside tf.function), loop_xla_step (the replica step,
   optimizer included, jit-compiled), loop_xla_grads (the gradient function jit-compiled, the
   optimizer applied outside XLA)
   STRATEGY: mirrored (default, over the DEVICES logical CPUs) or onedevice
   plain trains the inner optimizer alone; member or around, with a MultiOptimizer
-  (tests/workers/strategy_model.py)
+  (tests/workers/strategy_model.py); snoo, Lookahead with outer momentum (its buffers are
+  compared too)
 
 Each run trains the same model on one device without a strategy and under the strategy, then
 prints the largest relative difference of the weights, and whether every replica holds the same
@@ -49,8 +50,8 @@ def strategy_named(name):
     return _strategies[name]
 
 
-def make_model(scenario, plain, multi):
-    model, opt = model_and_optimizer(plain=plain, multi=multi)
+def make_model(scenario, plain, multi, snoo=False):
+    model, opt = model_and_optimizer(plain=plain, multi=multi, snoo=snoo)
     model.compile(optimizer=opt, loss="mse", jit_compile=scenario == "fit_xla",
                   steps_per_execution=2 if scenario == "fit_spe" else 1)
     return model
@@ -95,7 +96,10 @@ def train(model, scenario, strategy=None):
 
 
 def slow_weights(optimizer):
-    return [s for la in find_lookaheads(optimizer) for s in la.slow_weights if s is not None]
+    """The slow weights of every Lookahead in `optimizer`, then their outer-momentum buffers."""
+    las = find_lookaheads(optimizer)
+    return ([s for la in las for s in la.slow_weights if s is not None]
+            + [v for la in las for v in la.variables if "slow_momentum" in v.path])
 
 
 def run(spec):
@@ -103,11 +107,12 @@ def run(spec):
     name = next((o for o in options if o in ("mirrored", "onedevice")), "mirrored")
     plain = "plain" in options
     multi = next((o for o in options if o in ("member", "around")), "")
-    single = make_model(scenario, plain, multi)
+    snoo = "snoo" in options
+    single = make_model(scenario, plain, multi, snoo)
     train(single, scenario)
     strategy = strategy_named(name)
     with strategy.scope():
-        model = make_model(scenario, plain, multi)
+        model = make_model(scenario, plain, multi, snoo)
     try:
         train(model, scenario, strategy)
     except Exception as e:  # reported, so the test can compare with the inner optimizer alone

@@ -14,9 +14,13 @@ X = rng.normal(size=(64, 4)).astype("float32")
 Y = np.sin(X.sum(axis=1, keepdims=True)).astype("float32")
 
 
-def model_and_optimizer(plain=None, multi=None):
+# The outer momentum of `snoo` runs: rate above 1, Nesterov (inside algorithm.max_outer_rate)
+SNOO = dict(slow_step_size=1.2, slow_momentum=0.75)
+
+
+def model_and_optimizer(plain=None, multi=None, snoo=False):
     """A small regression model and Lookahead(SGD momentum); the SGD alone if `plain` (default:
-    the environment's PLAIN=1).
+    the environment's PLAIN=1); with outer momentum (SNOO) if `snoo`.
 
     With multi="member" (default: the environment's MULTI), a MultiOptimizer with that
     Lookahead for the first layer only; with "around", Lookahead around a MultiOptimizer with
@@ -35,7 +39,7 @@ def model_and_optimizer(plain=None, multi=None):
         opt = keras.optimizers.MultiOptimizer(keras.optimizers.OptimizerMap(
             opt, {first_layer: keras.optimizers.SGD(0.05, momentum=0.9)}))
     if not plain:
-        opt = Lookahead(opt, sync_period=K, inner_state="interpolate")
+        opt = Lookahead(opt, sync_period=K, inner_state="interpolate", **(SNOO if snoo else {}))
     if multi == "member":
         opt = keras.optimizers.MultiOptimizer(keras.optimizers.OptimizerMap(
             keras.optimizers.SGD(0.1, momentum=0.9), {first_layer: opt}))
