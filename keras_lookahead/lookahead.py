@@ -47,7 +47,9 @@ class Lookahead(_swap.ModelOnSlowWeights, keras.optimizers.Optimizer):
 
     Lookahead can be a member of a `keras.optimizers.MultiOptimizer` (Keras 3.15 on), for a
     group of variables with its own k and α, or wrap one (one k for all groups, each group's
-    inner optimizer its own); docs/options.md says what each form does.
+    inner optimizer its own); docs/options.md says what each form does. A Lookahead around a
+    Lookahead is Multilayer Lookahead: each outer sync restarts the level below from the new
+    slow weights (the outer k a multiple of the inner one).
 
     Args:
         optimizer: the inner optimizer A: a `keras.optimizers.Optimizer`, a string identifier
@@ -92,6 +94,15 @@ class Lookahead(_swap.ModelOnSlowWeights, keras.optimizers.Optimizer):
             variable's own dtype always (what other Lookahead implementations do). Variables
             of 32 bits or more (including those of `mixed_float16`/`mixed_bfloat16` policies,
             which keep float32 variables) are the same either way.
+        slow_momentum: μ in [0, 1): momentum of the slow weights' step (default 0: Lookahead).
+            With μ > 0 a sync is SNOO's outer step (DiLoCo's, on one worker): with s = φ − θ,
+            b ← μ b + s and φ ← φ − α (μ b + s) (Nesterov) or φ ← φ − α b, then θ ← φ; α
+            (`slow_step_size`) may then exceed 1, up to 2(1 + μ)/(1 + 2μ) (Nesterov) or
+            2(1 + μ) (plain), where the outer step diverges on a quadratic the inner steps
+            solve. The buffer b is one more copy of the weights, in the slow weights' dtype.
+            Not with `slow_step_size="adaptive"`.
+        slow_nesterov: with `slow_momentum` > 0, Nesterov's form (default, SNOO's) or plain
+            momentum.
         name: name of the optimizer.
 
     Options that act on gradients or weights (`clipnorm`, `clipvalue`, `global_clipnorm`,
@@ -112,6 +123,10 @@ class Lookahead(_swap.ModelOnSlowWeights, keras.optimizers.Optimizer):
     References:
         - [Zhang, Lucas, Hinton & Ba, 2019. Lookahead Optimizer: k steps forward, 1 step back.
           NeurIPS.](https://arxiv.org/abs/1907.08610)
+        - [Kallusky, Rao, Nandavanam & Shi, 2025. SNOO: Step-K Nesterov Outer Optimizer.
+          ](https://arxiv.org/abs/2510.15830)
+        - [Pushkin & Barba, 2021. Multilayer Lookahead: a nested version of Lookahead.
+          ](https://arxiv.org/abs/2110.14254)
     """
 
     def __init__(
@@ -625,11 +640,18 @@ class Lookahead(_swap.ModelOnSlowWeights, keras.optimizers.Optimizer):
             buffer=[b for _, _, b in pairs if b is not None], moment=[m for m, _ in moments],
             cached=cached, held_slow=[s for _, s in held],
             held_cached=[c for _, c in held_moments])
-        # what the sync left as it was (its input object itself) is not written
-        unchanged_if = (*inputs[:5], None, None)
+        # What the sync left as it was (its input object itself) is not written. The order of
+        # the writes is the order in which the selects of SelectStep read their inputs: each
+        # variable is written after the last read of its old value (the buffer and the slow
+        # weights read the fast ones; the fast ones read only the new slow ones), so XLA can
+        # write every variable in place instead of keeping a copy of an old buffer.
+        unchanged_if = {"buffer": inputs.buffer, "slow": inputs.slow, "fast": inputs.fast,
+                        "moment": inputs.moment, "cached": inputs.cached}
         writes = []
-        for variables, values, olds in zip(targets, new, unchanged_if):
-            writes += [(v, x) for i, (v, x) in enumerate(zip(variables, values))
+        for field in ("buffer", "slow", "fast", "moment", "cached", "held_slow", "held_cached"):
+            olds = unchanged_if.get(field)
+            writes += [(v, x) for i, (v, x) in enumerate(zip(getattr(targets, field),
+                                                             getattr(new, field)))
                        if olds is None or x is not olds[i]]
         return writes + self._restart_levels_below([f for f, _, _ in pairs], new.slow)
 

@@ -1,8 +1,9 @@
 """Outer momentum on the slow weights (SNOO; DiLoCo's outer step on one worker) against the
 numpy reference (tests/reference.py, written from the SNOO equations), in every execution mode of
 this backend; its special cases; its refusals; and its buffer as optimizer state (16-bit models,
-schedules, config). MultiOptimizer members: test_multi_optimizer.py. Saving, tf.distribute and keras.distribution cover the buffer
-in test_saving.py, test_distributed.py and test_jax_distribution.py."""
+schedules, config). A MultiOptimizer member with momentum: test_multi_optimizer.py; saving,
+tf.distribute and keras.distribution of the buffer: test_saving.py, test_distributed.py and
+test_jax_distribution.py."""
 
 import numpy as np
 import pytest
@@ -41,7 +42,7 @@ def reference_run(make_ref, k, alpha, momentum, nesterov=True, inner_state="main
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("inner_state", ["maintain", "reset", "interpolate"])
 @pytest.mark.parametrize("alpha, momentum, nesterov", [(0.8, 0.75, True), (1.3, 0.9, True),
-                                                       (0.5, 0.5, False), (2.5, 0.5, False)])
+                                                       (2.5, 0.5, False)])
 @pytest.mark.parametrize("k", [1, 3])
 @pytest.mark.parametrize("inner", sorted(INNERS))
 def test_matches_the_numpy_snoo_reference(inner, k, alpha, momentum, nesterov, inner_state,
