@@ -112,7 +112,8 @@ def machines_line(records):
                             f"{m.get('commit', 'unknown')}" for m in r.get("machines", []))
         counts[key] = counts.get(key, 0) + 1
     parts = [f"{key or 'not recorded (made before records named their machine)'} "
-             f"({n} run{'s' if n > 1 else ''})" for key, n in sorted(counts.items(), key=lambda kv: (not kv[0], kv[0]))]
+             f"({n} run{'s' if n > 1 else ''})"
+             for key, n in sorted(counts.items(), key=lambda kv: (not kv[0], kv[0]))]
     return [f"Runs made on: {'; '.join(parts)}.", ""]
 
 

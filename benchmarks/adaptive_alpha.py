@@ -18,13 +18,13 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
-import keras  # noqa: E402
-from keras import ops  # noqa: E402
+import numpy as np
+import keras
+from keras import ops
 
-from benchmarks import _harness  # noqa: E402
-from examples._data import load_folder  # noqa: E402
-from keras_lookahead import Lookahead, SwapSlowWeights, use_slow_weights  # noqa: E402
+from benchmarks import _harness
+from examples._data import load_folder
+from keras_lookahead import Lookahead, SwapSlowWeights, use_slow_weights
 
 RESULTS = _harness.RESULTS
 
@@ -131,7 +131,8 @@ def write_results(payload, out):
     lrs = payload["args"]["lrs"]
     lines = _harness.header("Adaptive slow step size (paper Sec. 2.1, Fig. 2 setting)",
                             payload["command"], payload["machine"]) + [
-        f"Data: {payload['data']}. Model: a small CNN (two conv layers, the quickstart's image model). Adam at "
+        f"Data: {payload['data']}. Model: a small CNN (two conv layers, the quickstart's image "
+        "model). Adam at "
         f"each learning rate; Lookahead k = {payload['args']['k']}; adaptive α clipped to "
         f"[{payload['args']['alpha_low']}, 1]. {payload['args']['epochs']} epochs, batch "
         f"{payload['args']['batch_size']}, {len(payload['args']['seeds'])} seeds "

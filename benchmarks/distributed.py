@@ -21,10 +21,10 @@ import os
 os.environ["KERAS_BACKEND"] = "tensorflow"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from benchmarks import _harness as h  # noqa: E402
-from benchmarks._workloads import (  # noqa: E402
+from benchmarks import _harness as h
+from benchmarks._workloads import (
     ALPHA, keras_inners, parameter_shapes, random_arrays, resnet_cnn)
 
 RESULTS = h.RESULTS
@@ -58,7 +58,8 @@ def optimizer_rows(strategy, label, args):
     for inner_name, make_inner in keras_inners().items():
         base = step(make_inner)
         for k in (5, 10):
-            la = step(lambda: Lookahead(make_inner(), sync_period=k, slow_step_size=ALPHA))
+            la = step(lambda make_inner=make_inner, k=k: Lookahead(make_inner(), sync_period=k,
+                                                                  slow_step_size=ALPHA))
             r = h.compare(base, la, calls=args.calls, rounds=args.rounds)
             r.update(strategy=label, inner=inner_name, k=k)
             rows.append(r)
@@ -125,7 +126,8 @@ def train_step_row(strategy, label, args):
 def write_markdown(path, payload):
     args = payload["args"]
     lines = h.header("Lookahead under MirroredStrategy", payload["command"], payload["machine"],
-                     detail=f"The CPU is split into {args['replicas']} logical devices, so the replicas share its cores: what matters is the ratio, measured "
+                     detail=f"The CPU is split into {args['replicas']} logical devices, so the "
+             "replicas share its cores: what matters is the ratio, measured "
              "alternately call by call in one process "
              f"({args['rounds']} rounds of {args['calls']} calls for the optimizer, "
              f"{args['train_rounds']} rounds of two calls of {args['train_steps']} steps for the "
@@ -179,7 +181,8 @@ def main(argv=None):
     mirrored = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(args.replicas)])
     strategies = ((f"Mirrored, {args.replicas} CPU devices", mirrored),
                   ("none (one device)", tf.distribute.get_strategy()))
-    payload = {"command": h.command_line(), "machine": h.machine(), "optimizer": [], "train_step": [],
+    payload = {"command": h.command_line(), "machine": h.machine(), "optimizer": [],
+               "train_step": [],
                "args": {k: getattr(args, k) for k in (
                    "replicas", "params", "rounds", "calls", "train_steps", "train_rounds")}}
     h.progress(f"optimizer step, {args.params / 1e6:g}M parameters")

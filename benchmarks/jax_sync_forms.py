@@ -16,7 +16,7 @@ Writes benchmarks/results/jax_sync_forms.md and .json.
 import argparse
 import os
 
-from benchmarks import _harness as h  # noqa: E402
+from benchmarks import _harness as h
 
 ALPHA = 0.5
 

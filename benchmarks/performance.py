@@ -45,10 +45,10 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from benchmarks import _harness as h  # noqa: E402
-from benchmarks import _workloads as wl  # noqa: E402
+from benchmarks import _harness as h
+from benchmarks import _workloads as wl
 
 RESULTS = h.RESULTS
 BACKENDS = ("tensorflow", "jax", "torch")
@@ -118,7 +118,7 @@ def scaling_rows(backend, args):
         del la
     rows = []
     for k in args.ks:
-        la = optimizer_step(lambda: keras_lookahead.Lookahead(
+        la = optimizer_step(lambda k=k: keras_lookahead.Lookahead(
             make_inner(), sync_period=k, slow_step_size=wl.ALPHA))
         k_calls, k_rounds = cycle_rounds(calls, k, args, rounds if headline and k == PEER_K
                                          else None)
@@ -221,15 +221,16 @@ def fit_rows(backend, args):
     data = {
         "ResNet-style CNN": (lambda: wl.resnet_cnn(image_size=image, width=cnn),
                              rng.normal(size=(steps * batch, image, image, 3)).astype("float32")),
-        "Transformer encoder": (lambda: transformer_encoder(vocab=vocab, length=length,
-                                                            width=width, blocks=1 + (not args.tiny)),
-                                rng.integers(0, vocab, size=(steps * batch, length)).astype("int32")),
+        "Transformer encoder": (
+            lambda: transformer_encoder(vocab=vocab, length=length, width=width,
+                                        blocks=1 + (not args.tiny)),
+            rng.integers(0, vocab, size=(steps * batch, length)).astype("int32")),
     }
     y = rng.integers(0, 2, size=(steps * batch,))
     jit = backend != "torch"  # on torch jit_compile means torch.compile; the eager step is meant
     rows = []
     for name, (build, x) in data.items():
-        def fitter(opt):
+        def fitter(opt, build=build, x=x):
             model = build()
             model.compile(optimizer=opt, jit_compile=jit,
                           loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
@@ -375,7 +376,7 @@ def gpu_present():
     return out.returncode == 0 and "GPU" in out.stdout
 
 
-# -- report ------------------------------------------------------------------------------------------
+# -- report ----------------------------------------------------------------------------------------
 
 def plot_scaling(rows, path):
     import matplotlib
@@ -439,7 +440,8 @@ def write_markdown(path, payload):
              f"every size, {args.get('headline_rounds', args['rounds'])} for the headline's "
              "compiled cells and their limit; "
              "for Lookahead every round is a whole number of sync periods, so fewer "
-             f"and longer rounds at large k and size, at least 3; {args['fit_rounds']} rounds of two {args['fit_steps']}-step fits for "
+             f"and longer rounds at large k and size, at least 3; {args['fit_rounds']} rounds of "
+             f"two {args['fit_steps']}-step fits for "
              "the models); min–max over rounds in brackets. Per-round ratios on this shared "
              "machine spread by about ±0.1.", ""]
 
@@ -505,7 +507,8 @@ def write_markdown(path, payload):
     peers = [r for r in rows if r["implementation"] != "keras_lookahead"]
     lines += ["", f"## Peers, k={PEER_K}, each against its own framework's inner optimizer", "",
               "| device | implementation | inner | parameters | inner ms | Lookahead ms | "
-              "ratio (min–max) | ours, same backend and size |", "|---|---|---|---|---|---|---|---|"]
+              "ratio (min–max) | ours, same backend and size |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in sorted(peers, key=lambda r: (r["device"], r["implementation"], r["params"])):
         mine = [o for o in ours if (o["device"], o["backend"], o["inner"], o["k"], o["params"]) ==
                 (r["device"], r["backend"], "Adam", PEER_K, r["params"])]
@@ -514,7 +517,8 @@ def write_markdown(path, payload):
                      f"{1e3 * r['candidate_s']:.1f} | {fmt_ratio(r)} | " +
                      (", ".join(f"{o['mode']} {o['ratio']:.3f}" for o in mine) or "–") + " |")
     if not peers:
-        lines.append("| – | no peer installed (`pip install optax pytorch-optimizer`) | | | | | | |")
+        lines.append("| – | no peer installed (`pip install optax pytorch-optimizer`) "
+                     "| | | | | | |")
     lines += ["", "optax's `lookahead` computes both branches of its sync on every step."]
 
     lines += ["", "## Memory", "",
@@ -547,7 +551,8 @@ def write_markdown(path, payload):
               "freed blocks, so its row can even fall below zero. The count from "
               "`optimizer.variables` above is the exact one."]
     lines += ["", "## Whole training step", "",
-              f"`model.fit`, batch {args.get('fit_batch', 64)}, Adam vs Lookahead(Adam, k=5); target ≤ {TARGET_FIT}. "
+              f"`model.fit`, batch {args.get('fit_batch', 64)}, Adam vs Lookahead(Adam, k=5); "
+              f"target ≤ {TARGET_FIT}. "
               "jit_compile on TensorFlow and JAX; PyTorch eager.", "",
               "| device | backend | model | parameters | ratio (min–max) | target |",
               "|---|---|---|---|---|---|"]

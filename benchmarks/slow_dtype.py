@@ -7,9 +7,10 @@ small model that way with SGD (momentum 0.9), Lookahead(SGD) with bfloat16 slow 
 seeds and two learning rates, with SGD under the float32 policy beside them as the reference of
 what 16 bits cost. (Not Adam: Keras's Adam cannot train bfloat16 variables at all, since β₂ =
 0.999 rounds to 1.0 in bfloat16, so its bias correction √(1 − β₂ᵗ) is 0 and every update is
-zero; measured with Keras 3.15 on TensorFlow, JAX and PyTorch.) At every epoch end the training loss is measured by a pass over the training
-set without updates, on the weights the method reports (the slow weights for Lookahead, as the
-model holds them: rounded to bfloat16), and the test accuracy likewise. Each run has its own
+zero; measured with Keras 3.15 on TensorFlow, JAX and PyTorch.) At every epoch end the training
+loss is measured by a pass over the training set without updates, on the weights the method
+reports (the slow weights for Lookahead, as the model holds them: rounded to bfloat16), and the
+test accuracy likewise. Each run has its own
 process (the dtype policy is global). Writes benchmarks/results/slow_dtype.{md,json,png}.
 
     python -m benchmarks.slow_dtype            # about 10 minutes on 2 cores
@@ -29,7 +30,7 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from benchmarks import _harness as h  # noqa: E402
+from benchmarks import _harness as h
 
 RUNS = {  # label: (dtype policy, slow_dtype or "" for SGD alone)
     "SGD (float32 policy)": ("float32", ""),

@@ -27,13 +27,13 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
-import keras  # noqa: E402
+import numpy as np
+import keras
 
-import keras_lookahead  # noqa: E402
-from keras_lookahead import Lookahead  # noqa: E402
+import keras_lookahead
+from keras_lookahead import Lookahead
 
-from _args import require_counts  # noqa: E402
+from _args import require_counts
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 

@@ -37,7 +37,7 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import _distribute  # noqa: E402
+import _distribute
 
 
 def parse_args(argv=None):

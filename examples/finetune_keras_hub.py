@@ -31,12 +31,12 @@ import re
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
-import keras  # noqa: E402
+import numpy as np
+import keras
 
-from keras_lookahead import Lookahead, SwapSlowWeights  # noqa: E402
+from keras_lookahead import Lookahead, SwapSlowWeights
 
-from _args import require_counts  # noqa: E402
+from _args import require_counts
 
 VOCABULARY = 100
 MARKER = 7

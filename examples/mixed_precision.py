@@ -28,12 +28,12 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
-import keras  # noqa: E402
+import numpy as np
+import keras
 
-from keras_lookahead import Lookahead, SwapSlowWeights, find_lookahead  # noqa: E402
+from keras_lookahead import Lookahead, SwapSlowWeights, find_lookahead
 
-from _args import require_counts  # noqa: E402
+from _args import require_counts
 
 
 def main(argv=None):

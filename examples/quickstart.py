@@ -29,13 +29,13 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
-import keras  # noqa: E402
+import numpy as np
+import keras
 
-from keras_lookahead import Lookahead, SwapSlowWeights  # noqa: E402
+from keras_lookahead import Lookahead, SwapSlowWeights
 
-from _args import require_counts  # noqa: E402
-from _data import load_folder  # noqa: E402
+from _args import require_counts
+from _data import load_folder
 
 
 def load_digits(seed=0):
@@ -164,7 +164,8 @@ def main(argv=None):
     for lr in args.lrs:
         for seed in range(args.seeds):
             for name, make in optimizers.items():
-                loss, final = run(lambda: make(lr), train, test, classes, seed, args)
+                loss, final = run(lambda make=make, lr=lr: make(lr), train, test, classes,
+                                  seed, args)
                 curves.setdefault((name, lr), []).append(loss)
                 finals.setdefault((name, lr), []).append(final)
                 done += 1

@@ -173,7 +173,7 @@ def check_slow_step_size(alpha, momentum=0.0, nesterov=True):
                    "outer step diverges on a quadratic whose minimum the inner steps reach)")
         inside = lambda value: 0 < value < limit  # noqa: E731
     else:
-        allowed, inside = "in (0, 1]", lambda value: 0 < value <= 1  # noqa: E731
+        allowed, inside = "in (0, 1]", lambda value: 0 < value <= 1
     if callable(alpha):
         at_zero = value_at_zero(alpha, "slow_step_size")
         if not inside(at_zero):

@@ -36,7 +36,8 @@ class ModelOnSlowWeights:
         of its own dtype and the model gets the slow weight, rounded; coming out, the parked
         fast weight comes back.
         """
-        for fast, slow, park in zip(self._built_variables(), self._slow_weights, self._fast_while_swapped):
+        for fast, slow, park in zip(self._built_variables(), self._slow_weights,
+                                    self._fast_while_swapped):
             if slow is None:
                 continue
             if park is None:

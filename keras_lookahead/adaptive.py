@@ -68,7 +68,8 @@ def check_curvature_source(optimizer, curvature):
         return
     multi = compat.innermost_multi(optimizer)
     if multi is not None:
-        for member in compat.multi_members(multi):  # every group needs its curvature (those made at build: then)
+        # every group needs its curvature (members a selector makes at build: checked then)
+        for member in compat.multi_members(multi):
             check_curvature_source(member, None)
         return
     owner, found = _lookup(optimizer)

@@ -86,7 +86,7 @@ def _warn_if_given_no_variable(multi, members, model_or_optimizer):
             f"variables went to the other members).{paths} In a Sequential model the paths "
             "start with the model's name ('sequential/encoder/kernel'), in a functional one "
             "with the layer's ('encoder/kernel'); a key like '(.*/)?encoder/.*' matches both.",
-            UserWarning)
+            UserWarning, stacklevel=2)
 
 
 def find_lookahead(model_or_optimizer):

@@ -19,8 +19,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # tests start.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import keras  # noqa: E402
-import pytest  # noqa: E402
+import keras
+import pytest
 
 BACKEND = keras.backend.backend()
 # The backend-independent tests run in this backend's pass: CI runs it first, and it is the

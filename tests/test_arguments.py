@@ -12,7 +12,7 @@ import keras
 from keras import ops
 
 from keras_lookahead import Lookahead
-from tests.execution_modes import BACKEND, MODES, make_step
+from tests.execution_modes import MODES, make_step
 
 
 def _sgd_run(la, mode, steps=2):

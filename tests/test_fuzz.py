@@ -94,7 +94,7 @@ def test_random_constructor_calls_work_or_name_the_argument(seed):
     epsilon = keras.config.epsilon()
     failures = []
     for kwargs in _constructor_calls(seed, 150):
-        problem = _outcome(lambda: Lookahead(**kwargs), set(kwargs))
+        problem = _outcome(lambda kwargs=kwargs: Lookahead(**kwargs), set(kwargs))
         if problem:
             failures.append((kwargs, problem))
     assert keras.config.epsilon() == epsilon
@@ -143,7 +143,7 @@ def test_mutated_configs_load_and_work_or_name_the_key(seed):
     epsilon = keras.config.epsilon()
     failures = []
     for config, key in _mutations(seed, 150):
-        problem = _outcome(lambda: Lookahead.from_config(config), {key})
+        problem = _outcome(lambda config=config: Lookahead.from_config(config), {key})
         if problem:
             failures.append((config, problem))
     assert keras.config.epsilon() == epsilon

@@ -57,7 +57,8 @@ def _run(opt, steps):
     # On JAX through stateless_apply under jit, as Keras's JAX trainer does (Keras's own
     # LossScaleOptimizer cannot apply eagerly there).
     counter = iter(range(steps))
-    step = make_step(opt, [x], lambda: _grads(next(counter)), "jit" if BACKEND == "jax" else "eager")
+    step = make_step(opt, [x], lambda: _grads(next(counter)),
+                     "jit" if BACKEND == "jax" else "eager")
     for _ in range(steps):
         step()
     return {v.name: ops.convert_to_numpy(v) for v in opt.variables}

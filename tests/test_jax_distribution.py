@@ -1,4 +1,5 @@
-"""Lookahead under JAX's keras.distribution API on 2 host devices (tests/workers/jax_distribution.py)."""
+"""Lookahead under JAX's keras.distribution API on 2 host devices
+(tests/workers/jax_distribution.py)."""
 
 import json
 import os

@@ -42,8 +42,8 @@ def test_ptb_files_give_the_vocabulary_and_streams_by_hand(tmp_path):
     vocab = _expected_ptb_vocab()
     assert d["vocab"] == vocab
     ids = {t: i for i, t in enumerate(vocab)}
-    expected_train = [ids[t] for t in
-                      "the cat sat on the mat <eos> the dog sat <eos> <unk> ate N fish <eos>".split()]
+    text = "the cat sat on the mat <eos> the dog sat <eos> <unk> ate N fish <eos>"
+    expected_train = [ids[t] for t in text.split()]
     np.testing.assert_array_equal(d["train"], expected_train)
     np.testing.assert_array_equal(d["valid"], [ids["the"], ids["cat"], ids["ate"], ids["<eos>"]])
     # a word the training text lacks is <unk> (PTB's own <unk>, which is in its vocabulary)

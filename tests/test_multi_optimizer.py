@@ -137,7 +137,7 @@ def test_a_member_lookahead_proxies_its_learning_rate():
     la.learning_rate = 0.003
     np.testing.assert_allclose(_np(la.inner_optimizer.learning_rate), 0.003, rtol=1e-6)
     with pytest.raises(AttributeError, match="MultiOptimizer"):
-        opt.learning_rate  # Keras's own refusal, unchanged
+        _ = opt.learning_rate  # Keras's own refusal, unchanged
 
 
 @pytest.mark.parametrize("factor", [2.0, None])
@@ -207,7 +207,7 @@ def test_adaptive_alpha_around_a_multi_optimizer_uses_each_groups_curvature(mode
 def test_learning_rate_of_lookahead_around_a_multi_optimizer_names_the_members():
     opt = _around()
     with pytest.raises(AttributeError, match=r"MultiOptimizer.*\.optimizers"):
-        opt.learning_rate
+        _ = opt.learning_rate
     with pytest.raises(AttributeError, match="MultiOptimizer"):
         opt.learning_rate = 0.1
     assert not hasattr(opt, "learning_rate")  # what Keras's LR callbacks ask
@@ -215,7 +215,7 @@ def test_learning_rate_of_lookahead_around_a_multi_optimizer_names_the_members()
     scaled = Lookahead(keras.optimizers.LossScaleOptimizer(_multi(
         keras.optimizers.SGD(0.1), {"enc/.*": keras.optimizers.Adam()})))
     with pytest.raises(AttributeError, match=r"inner_optimizer\.inner_optimizer\.optimizers"):
-        scaled.learning_rate
+        _ = scaled.learning_rate
 
 
 def test_a_member_accumulating_gradients_is_refused_around_a_multi_optimizer():

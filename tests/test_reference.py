@@ -60,7 +60,8 @@ def test_hand_computed_trajectory(mode):
         got.append(float(ops.convert_to_numpy(x)[0]))
     expected = [1 / 2, 1 / 4, 17 / 24, 17 / 48, 17 / 96, (17 / 24) ** 2]
     np.testing.assert_allclose(got, expected, rtol=1e-6)
-    np.testing.assert_allclose(ops.convert_to_numpy(opt.slow_weight(x)), [(17 / 24) ** 2], rtol=1e-6)
+    np.testing.assert_allclose(ops.convert_to_numpy(opt.slow_weight(x)), [(17 / 24) ** 2],
+                               rtol=1e-6)
 
 
 @pytest.mark.parametrize("mode", MODES)

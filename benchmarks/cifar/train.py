@@ -52,11 +52,11 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from benchmarks import _harness as h  # noqa: E402
-from benchmarks._polyak import PolyakAverage  # noqa: E402
-from examples import _distribute  # noqa: E402
-from examples._args import fill_from_profile, require_counts  # noqa: E402
-from examples._data import image_folder, local_folder  # noqa: E402
+from benchmarks import _harness as h
+from benchmarks._polyak import PolyakAverage
+from examples import _distribute
+from examples._args import fill_from_profile, require_counts
+from examples._data import image_folder, local_folder
 
 _STARTED = time.time()  # when this process loaded the harness
 PROFILES = {
@@ -94,7 +94,9 @@ def _ints(text):
     try:
         return tuple(int(t) for t in text.split(",") if t.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated epochs, e.g. 60,120")
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected comma-separated epochs, e.g. 60,120") from None
+
 
 # What a record written before an argument existed ran with: its value then (benchmarks/_sweep.py
 # compares a record's arguments with those a sweep asks for).

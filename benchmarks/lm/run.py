@@ -337,7 +337,7 @@ def plot_curves(groups, path, source):
     # one colour per inner optimizer and rate: the inner dashed, its Lookahead solid, Polyak dotted
     families = list(dict.fromkeys((opt.split("-")[-1], lr) for opt, lr, _, _ in groups))
     styles = {"sgd": "--", "adam": "--", "polyak-sgd": ":"}
-    for (opt, lr, k, alpha), recs in groups.items():
+    for (opt, lr, _, _), recs in groups.items():
         colour = f"C{families.index((opt.split('-')[-1], lr))}"
         steps = np.cumsum([e["windows"] for e in recs[0]["epochs"]])
         for ax, key in ((ax_train, "loss"), (ax_valid, "valid_ppl")):

@@ -51,12 +51,12 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from benchmarks import _harness as h  # noqa: E402
-from benchmarks.lm import data as lm_data  # noqa: E402
-from examples import _distribute  # noqa: E402
-from examples._args import fill_from_profile, require_counts  # noqa: E402
+from benchmarks import _harness as h
+from benchmarks.lm import data as lm_data
+from examples import _distribute
+from examples._args import fill_from_profile, require_counts
 
 # patience: epochs without a better validation perplexity before the rate is halved;
 # decay_from: the epoch from which the rate is halved after every epoch, better or not (0: never);

@@ -46,9 +46,9 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from benchmarks import _harness as h  # noqa: E402
-from examples import _data, _distribute  # noqa: E402
-from examples._args import fill_from_profile, require_counts  # noqa: E402
+from benchmarks import _harness as h
+from examples import _data, _distribute
+from examples._args import fill_from_profile, require_counts
 
 PROFILES = {
     "paper": dict(layers=6, width=512, heads=8, ffn=2048, dropout=0.1, batch_size=256,
@@ -326,7 +326,7 @@ def translate(model, toks, sentences, args, batch=128):
         prompt = np.zeros((len(rows), n), "int32")
         prompt[:, 0] = start
 
-        def next_token(prompt, cache, index):
+        def next_token(prompt, cache, index, enc=enc):
             logits = model([enc, keras.ops.convert_to_tensor(prompt, "int32")],
                            training=False)[:, index - 1, :]
             return logits, None, cache

@@ -17,14 +17,14 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
-import keras  # noqa: E402
-from keras import ops  # noqa: E402
+import numpy as np
+import keras
+from keras import ops
 
-from benchmarks import _harness  # noqa: E402
-from benchmarks.theory import analytic  # noqa: E402
-from benchmarks.theory import momentum as cm  # noqa: E402
-from benchmarks.theory import noisy_quadratic  # noqa: E402
+from benchmarks import _harness
+from benchmarks.theory import analytic
+from benchmarks.theory import momentum as cm
+from benchmarks.theory import noisy_quadratic
 
 RESULTS = _harness.RESULTS
 
@@ -85,9 +85,8 @@ def loss_curves(a, sigma2, steps, k, alphas, lrs):
 
 def simulate_loss(a, sigma2, lr, steps, k, alpha, chains, seed=0):
     """Mean over chains of L̂ − ½Σaσ² after `steps` updates (slow weights for Lookahead)."""
-    for _, x in noisy_quadratic.run_chains(a, sigma2, lr, None if alpha is None else k, alpha,
-                                           np.ones((chains, len(a))), steps, seed):
-        pass
+    *_, (_, x) = noisy_quadratic.run_chains(a, sigma2, lr, None if alpha is None else k, alpha,
+                                            np.ones((chains, len(a))), steps, seed)
     xv = ops.convert_to_numpy(x).astype(np.float64)
     # E over c of ½ a (x − c)² is ½ a (x² + σ²): the excess over ½Σaσ² is ½Σ a x²
     return float(np.mean(0.5 * np.sum(a * xv**2, axis=1)))
@@ -137,11 +136,12 @@ def fig4(args):
         for kappa in kappas:
             lams = np.geomspace(1.0 / kappa, 1.0, 12 if args.quick else 24)
             top = 2 * (1 + beta)
-            lr_cm, rate_cm = best_rate(lambda ls, lr: analytic.cm_rate(ls, lr, beta), lams, top)
-            lr_la, rate_la = best_rate(
-                lambda ls, lr: analytic.lookahead_cm_rate(ls, lr, beta, k, alpha), lams, top)
+            lr_cm, rate_cm = best_rate(lambda ls, lr, beta=beta: analytic.cm_rate(ls, lr, beta),
+                                       lams, top)
+            lr_la, rate_la = best_rate(lambda ls, lr, beta=beta: analytic.lookahead_cm_rate(
+                ls, lr, beta, k, alpha), lams, top)
             la_at_cm = analytic.lookahead_cm_rate(lams, lr_cm, beta, k, alpha)
-            _, rate_reset = best_rate(lambda ls, lr: analytic.lookahead_cm_rate(
+            _, rate_reset = best_rate(lambda ls, lr, beta=beta: analytic.lookahead_cm_rate(
                 ls, lr, beta, k, alpha, "reset"), lams, top)
             # the real optimizer: its outer map at every eigenvalue, worst spectral radius
             measured_la = max(np.max(np.abs(np.linalg.eigvals(

@@ -22,11 +22,11 @@ os.environ["JAX_PLATFORMS"] = "cpu"
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                            + " --xla_force_host_platform_device_count=2")
 
-import jax  # noqa: E402
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import jax
+import keras
+import numpy as np
 
-from tests.workers.strategy_model import GLOBAL_BATCH, X, Y, model_and_optimizer  # noqa: E402
+from tests.workers.strategy_model import GLOBAL_BATCH, X, Y, model_and_optimizer
 
 KIND = sys.argv[1]
 SNOO = sys.argv[2:] == ["snoo"]

@@ -3,9 +3,10 @@ for tests that kill it with SIGKILL at random points and start it again (TensorF
 
 usage: python -m tests.workers.killed_loop DIR EPOCHS SEED OUT
   Trains to EPOCHS epochs of 2 steps, resuming from the latest checkpoint in DIR if there is
-  one, printing "epoch N" at the end of each epoch, just before its checkpoint is written; then writes the model's weights, the
-  slow weights and the optimizer state to OUT (.npz). SEED sets the initial weights: a resumed
-  run gets another one, so only a restored checkpoint can make it equal an uninterrupted run.
+  one, printing "epoch N" at the end of each epoch, just before its checkpoint is written;
+  then writes the model's weights, the slow weights and the optimizer state to OUT (.npz).
+  SEED sets the initial weights: a resumed run gets another one, so only a restored checkpoint
+  can make it equal an uninterrupted run.
 """
 
 import os
@@ -13,13 +14,13 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import keras
+import tensorflow as tf
 
-from examples import _distribute  # noqa: E402
-from examples._loop import CustomLoop  # noqa: E402
-from keras_lookahead import Lookahead  # noqa: E402
+from examples import _distribute
+from examples._loop import CustomLoop
+from keras_lookahead import Lookahead
 
 
 class Report(keras.callbacks.Callback):

@@ -23,9 +23,9 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import tensorflow as tf  # noqa: E402
+import tensorflow as tf
 
-from tests.workers.strategy_model import GLOBAL_BATCH, X, Y, model_and_optimizer  # noqa: E402
+from tests.workers.strategy_model import GLOBAL_BATCH, X, Y, model_and_optimizer
 
 EPOCHS = 4
 STEPS = len(X) // GLOBAL_BATCH

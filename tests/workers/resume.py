@@ -18,11 +18,11 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
-import keras  # noqa: E402
+import numpy as np
+import keras
 
-import keras_lookahead  # noqa: E402,F401  (registers Lookahead for load_model)
-from keras_lookahead import Lookahead  # noqa: E402
+import keras_lookahead  # noqa: F401  (registers Lookahead for load_model)
+from keras_lookahead import Lookahead
 
 K = 5
 BATCH = 16

@@ -28,11 +28,11 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
-from keras_lookahead import find_lookaheads  # noqa: E402
-from tests.workers.strategy_model import GLOBAL_BATCH as BATCH, X, Y, model_and_optimizer  # noqa: E402
+from keras_lookahead import find_lookaheads
+from tests.workers.strategy_model import GLOBAL_BATCH as BATCH, X, Y, model_and_optimizer
 
 DEVICES = int(sys.argv[1])
 cpu = tf.config.list_physical_devices("CPU")[0]
