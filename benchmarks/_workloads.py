@@ -15,6 +15,8 @@ from benchmarks import _harness as h
 TARGET_OPTIMIZER = 1.12  # Lookahead(Adam)/Adam at k=5 on every path (issues #2, #3)
 TARGET_FIT = 1.02
 ALPHA = 0.5
+# Outer momentum (SNOO) as the performance suite times it: about SNOO's reported configuration
+OUTER_RATE, OUTER_MOMENTUM = 0.8, 0.75
 
 
 def parameter_shapes(total):
@@ -63,9 +65,10 @@ def tf_modes(shapes):
         opt.build(variables)
         return tf.function(lambda: opt.apply(grads, variables), jit_compile=jit)
 
-    def sync_step(jit):
+    def sync_step(jit, momentum):
         fast = [tf.Variable(a) for a in random_arrays(shapes, 2)]
         slow = [tf.Variable(a) for a in random_arrays(shapes, 3)]
+        buffers = [tf.Variable(a) for a in random_arrays(shapes, 4)] if momentum else []
 
         def sync():
             for f, s in zip(fast, slow):
@@ -73,9 +76,19 @@ def tf_modes(shapes):
                 s.assign(new)
                 f.assign(new)
 
-        return tf.function(sync, jit_compile=jit)
+        def outer_sync():  # SNOO: b ← μb + (φ − θ); φ ← φ − η(μb + φ − θ); θ ← φ
+            for f, s, b in zip(fast, slow, buffers):
+                d = s - f
+                new_b = momentum * b + d
+                new = s - OUTER_RATE * (momentum * new_b + d)
+                b.assign(new_b)
+                s.assign(new)
+                f.assign(new)
 
-    return {mode: (lambda make, jit=jit: optimizer_step(make, jit), lambda jit=jit: sync_step(jit))
+        return tf.function(outer_sync if momentum else sync, jit_compile=jit)
+
+    return {mode: (lambda make, jit=jit: optimizer_step(make, jit),
+                   lambda momentum=0.0, jit=jit: sync_step(jit, momentum))
             for mode, jit in (("XLA", True), ("graph", False))}
 
 
@@ -104,17 +117,25 @@ def jax_modes(shapes):
 
         return run
 
-    def sync_step():
-        def sync(fast, slow):
-            new = [s + ALPHA * (f - s) for f, s in zip(fast, slow)]
-            return new, new  # one value, two output buffers, as two variables hold it
+    def sync_step(momentum=0.0):
+        def sync(fast, slow, buffers):
+            if not momentum:
+                new = [s + ALPHA * (f - s) for f, s in zip(fast, slow)]
+                return new, new, buffers  # one value, two output buffers, as two variables
+            d = [s - f for f, s in zip(fast, slow)]  # SNOO's outer step
+            buffers = [momentum * b + x for b, x in zip(buffers, d)]
+            new = [s - OUTER_RATE * (momentum * b + x) for s, b, x in zip(slow, buffers, d)]
+            return new, new, buffers
 
-        step = jax.jit(sync, donate_argnums=(0, 1))
+        step = jax.jit(sync, donate_argnums=(0, 1, 2))
         state = {"fast": [jax.numpy.asarray(a) for a in random_arrays(shapes, 2)],
-                 "slow": [jax.numpy.asarray(a) for a in random_arrays(shapes, 3)]}
+                 "slow": [jax.numpy.asarray(a) for a in random_arrays(shapes, 3)],
+                 "buffers": ([jax.numpy.asarray(a) for a in random_arrays(shapes, 4)]
+                             if momentum else [])}
 
         def run():
-            state["fast"], state["slow"] = step(state["fast"], state["slow"])
+            state["fast"], state["slow"], state["buffers"] = step(
+                state["fast"], state["slow"], state["buffers"])
             jax.block_until_ready(state["slow"])
 
         return run
@@ -142,19 +163,21 @@ def torch_modes(shapes):
 
         return run
 
-    def sync_step():
+    def sync_step(momentum=0.0):
         fast = [keras.ops.convert_to_tensor(a) for a in random_arrays(shapes, 2)]
         slow = [keras.ops.convert_to_tensor(a) for a in random_arrays(shapes, 3)]
+        buffers = ([keras.ops.convert_to_tensor(a) for a in random_arrays(shapes, 4)]
+                   if momentum else [])
 
         from keras_lookahead import _steps, algorithm  # the package's torch sync
 
         list_ops = _steps.TorchListOps()
-        outer = algorithm.Outer(ALPHA)
+        outer = (algorithm.Outer(OUTER_RATE, momentum) if momentum else algorithm.Outer(ALPHA))
 
         def run():
             with torch.no_grad():
-                new = algorithm.sync(algorithm.SyncInputs(fast, slow, [], [], [], [], []), outer,
-                                     [], [], list_ops)
+                new = algorithm.sync(algorithm.SyncInputs(fast, slow, buffers, [], [], [], []),
+                                     outer, [], [], list_ops)
                 list_ops.write([(_Tensor(f), v) for f, v in zip(fast, new.fast)])
             wait()
 

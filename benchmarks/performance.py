@@ -67,6 +67,8 @@ NEVER = 10**9  # a sync period no measurement reaches
 INNER_STATES = ("maintain", "reset", "interpolate")
 MODES = {"tensorflow": ("XLA", "graph"), "jax": ("jit",), "torch": ("eager",)}
 INNERS = ("Adam", "SGD(momentum=0.9)")
+# the rows of Lookahead with outer momentum (ours, not a peer)
+SNOO = "keras_lookahead, outer momentum"
 
 
 def calls_for(size, args):
@@ -131,11 +133,37 @@ def scaling_rows(backend, args):
                    f"k={k:2d}: {r['ratio']:.3f} (limit {r['limit']:.3f})")
         del la
         gc.collect()
+    if inner_name == "Adam" and PEER_K in args.ks:
+        rows.append(outer_momentum_row(backend, mode, size, base, optimizer_step, sync_step,
+                                       make_inner, calls, rounds if headline else None, args))
     del base
     gc.collect()
     if inner_name == "Adam" and mode == MODES[backend][0]:
         rows += peer_rows(backend, shapes, size, calls, args)
     return rows
+
+
+def outer_momentum_row(backend, mode, size, base, optimizer_step, sync_step, make_inner, calls,
+                       rounds, args):
+    """Lookahead with outer momentum (SNOO: rate wl.OUTER_RATE, μ wl.OUTER_MOMENTUM, Nesterov)
+    around Adam at k=PEER_K, against Adam, with its limit: 1 + (its sync alone)/k."""
+    import keras_lookahead
+
+    sync = h.compare(base, sync_step(momentum=wl.OUTER_MOMENTUM), calls=calls,
+                     rounds=rounds or args.rounds)
+    la = optimizer_step(lambda: keras_lookahead.Lookahead(
+        make_inner(), sync_period=PEER_K, slow_step_size=wl.OUTER_RATE,
+        slow_momentum=wl.OUTER_MOMENTUM))
+    k_calls, k_rounds = cycle_rounds(calls, PEER_K, args, rounds)
+    r = h.compare(base, la, calls=k_calls, rounds=k_rounds)
+    r.update(backend=backend, mode=mode, inner="Adam", k=PEER_K, params=size,
+             implementation=SNOO, sync_over_inner=sync["ratio"],
+             limit=1 + sync["ratio"] / PEER_K, never_sync=None)
+    h.progress(f"  {backend:10s} {mode:5s} {size / 1e6:3g}M Adam, outer momentum     "
+               f"k={PEER_K:2d}: {r['ratio']:.3f} (limit {r['limit']:.3f})")
+    del la
+    gc.collect()
+    return r
 
 
 def peer_rows(backend, shapes, size, calls, args):
@@ -403,7 +431,8 @@ def plot_scaling(rows, path):
                 ax.plot(xs, [p[1] for p in pts], "o-", color=color, ms=3, label=f"k={k}")
                 ax.plot(xs, [p[2] for p in pts], ":", color=color, lw=1)
             peers = sorted((r["params"], r["ratio"]) for r in rows
-                           if r["implementation"] != "keras_lookahead" and r["device"] == device
+                           if not r["implementation"].startswith("keras_lookahead")
+                           and r["device"] == device
                            and r["backend"] == backend and inner == "Adam")
             if peers:
                 ax.plot([p[0] for p in peers], [p[1] for p in peers], "s--", color="#e45756",
@@ -426,6 +455,32 @@ def plot_scaling(rows, path):
 
 def fmt_ratio(r):
     return f"{r['ratio']:.3f} ({r['ratio_min']:.2f}–{r['ratio_max']:.2f})"
+
+
+def outer_momentum_section(rows, ours):
+    """Lookahead with outer momentum beside Lookahead, both around Adam at k=PEER_K."""
+    snoo = [r for r in rows if r["implementation"] == SNOO]
+    lines = ["", f"## Outer momentum (SNOO) beside Lookahead, Adam, k={PEER_K}", "",
+             f"Lookahead with outer momentum (`slow_momentum={wl.OUTER_MOMENTUM}`, Nesterov, "
+             f"outer rate {wl.OUTER_RATE}) and Lookahead (α {wl.ALPHA}), each against Adam "
+             "alone. Its sync reads the slow weights, the fast weights and the buffer and "
+             "writes all three: six weight-sized arrays against Lookahead's four, so where "
+             f"memory bandwidth bounds the step its limit is about 1 + 6/(7k) = "
+             f"{1 + 6 / (7 * PEER_K):.3f} (an Adam step reads and writes seven); the measured "
+             "limit is 1 + (its sync alone / Adam's step) / k.", "",
+             "| device | backend | mode | parameters | Lookahead | with outer momentum | its "
+             "limit | outer momentum / Lookahead |", "|---|---|---|---|---|---|---|---|"]
+    if not snoo:
+        return lines + ["| – | not measured (it runs with Adam at k=5) | | | | | | |"]
+    for r in sorted(snoo, key=lambda r: (r["device"], r["backend"], r["mode"], r["params"])):
+        la = next((o for o in ours if (o["device"], o["backend"], o["mode"], o["inner"], o["k"],
+                                       o["params"]) == (r["device"], r["backend"], r["mode"],
+                                                        "Adam", PEER_K, r["params"])), None)
+        lines.append(f"| {r['device']} | {r['backend']} | {r['mode']} | "
+                     f"{r['params'] / 1e6:g}M | {fmt_ratio(la) if la else '–'} | "
+                     f"{fmt_ratio(r)} | {r['limit']:.3f} | "
+                     + (f"{r['ratio'] / la['ratio']:.3f}" if la else "–") + " |")
+    return lines
 
 
 def write_markdown(path, payload):
@@ -504,7 +559,8 @@ def write_markdown(path, payload):
         lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {key[4] / 1e6:g}M | " +
                      " | ".join(cells) + f" | {ms:.1f} |")
 
-    peers = [r for r in rows if r["implementation"] != "keras_lookahead"]
+    lines += outer_momentum_section(rows, ours)
+    peers = [r for r in rows if not r["implementation"].startswith("keras_lookahead")]
     lines += ["", f"## Peers, k={PEER_K}, each against its own framework's inner optimizer", "",
               "| device | implementation | inner | parameters | inner ms | Lookahead ms | "
               "ratio (min–max) | ours, same backend and size |",

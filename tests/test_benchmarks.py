@@ -30,6 +30,10 @@ def _check_optimizer_rows(rows, paths):
         # target is judged: Adam on the compiled paths
         headline = r["inner"] == "Adam" and r["mode"] != "eager"
         assert (r["never_sync"] is not None) == headline, r
+    # with outer momentum: Adam at k=5, once per path, beside Lookahead's row
+    outer = [r for r in rows if r["implementation"] == performance.SNOO]
+    assert {(r["backend"], r["mode"]) for r in outer} == paths
+    assert all(r["k"] == 5 and r["inner"] == "Adam" and r["limit"] > 1 for r in outer)
 
 
 @pytest.mark.slow
@@ -75,6 +79,9 @@ def test_this_backends_measurements_and_the_report_they_make(tmp_path):
     text = (tmp_path / "performance.md").read_text()
     assert "## Headline" in text and "## Whole training step" in text
     assert "| cpu | " + BACKEND + " |" in text
+    section = text.split("## Outer momentum (SNOO) beside Lookahead")[1].split("##")[0]
+    assert section.count(f"| cpu | {BACKEND} |") == len(performance.MODES[BACKEND])
+    assert "not measured" not in section and "1 + 6/(7k) = 1.171" in section
 
 
 @pytest.mark.backend_independent  # its processes take the backend they are given
