@@ -390,7 +390,12 @@ def test_bad_run_arguments_and_resumes_are_refused(tmp_path, capsys):
             (["--decay-from", "-1"], "--decay-from -1: must be 0 or more"),
             (["--polyak-start", "1"], "--polyak-start 1: only polyak-sgd averages"),
             (["--optimizer", "polyak-sgd", "--epochs", "2", "--polyak-start", "2"],
-             "--polyak-start 2: must be from 0 to --epochs - 1 (1)")):
+             "--polyak-start 2: must be from 0 to --epochs - 1 (1)"),
+            (["--slow-momentum", "0.5"], "--slow-momentum 0.5: snoo-adam needs one in (0, 1), "
+             "the other optimizers none (--optimizer lookahead-sgd)"),
+            (["--optimizer", "snoo-adam"], "--slow-momentum 0.0: snoo-adam needs one"),
+            (["--optimizer", "snoo-adam", "--slow-momentum", "1"],
+             "--slow-momentum 1.0: must be in [0, 1)")):
         with pytest.raises(SystemExit):
             train.parse_args([*TINY, *argv])
         assert message in capsys.readouterr().err
@@ -770,7 +775,7 @@ def test_cpu_long_tunes_lookahead_over_k_and_alpha_at_its_inner_optimizers_rate(
     assert run.k_alpha_runs(args, run.load_records(args)) == []
     run.main(["--profile", "cpu-long", "--seeds", "2", "--report", "--out", str(tmp_path)])
     report = (tmp_path / "lm.md").read_text()
-    assert "Not finished" not in report.split("## Each optimizer at its own best rate")[0]
+    assert "Not finished" not in report.split("## Outer momentum")[0]  # the protocol's part
     std = f"{1.5 * math.sqrt(2):.2f}"
     assert (f"Lookahead(SGD) − SGD at lr 10: **+0.50 ± {std}** (1 of 2 seeds lower; per seed "
             "-1.00, +2.00)") in report
@@ -805,3 +810,76 @@ def test_a_sweep_refuses_a_record_made_with_other_arguments(tmp_path):
     # the report-only call below does not run)
     run.main(["--report", *argv])
     assert "| SGD lr 30 | 1 | 60.00 ± 0.00 |" in (tmp_path / "lm_cpu.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_tiny_snoo_run_trains_with_outer_momentum_and_reports_its_slow_weights(tmp_path):
+    from benchmarks.lm import train
+
+    args = train.parse_args([*TINY, "--optimizer", "snoo-adam", "--lr", "0.01",
+                             "--slow-momentum", "0.5", "--alpha", "1.2"])
+    opt = train.build_optimizer(args)
+    assert (opt.slow_momentum, opt.slow_step_size, opt.sync_period) == (0.5, 1.2, 3)
+    record = _train(tmp_path / "run", "--optimizer", "snoo-adam", "--lr", "0.01",
+                    "--slow-momentum", "0.5", "--alpha", "1.2", "--epochs", "1")
+    assert record["args"]["slow_momentum"] == 0.5 and math.isfinite(record["test_ppl"])
+
+
+@pytest.mark.backend_independent
+def test_outer_momentum_is_chosen_on_validation_and_set_beside_lookahead_and_adam(tmp_path):
+    """The SNOO suite by hand: at Adam's chosen rate, its k × μ grid on seed 0, the choice by
+    validation perplexity, its seeds, and the three arms' paired differences."""
+    import json
+
+    from benchmarks.lm import run
+
+    folder = tmp_path / "lm" / "runs" / "cpu-long"
+    args = argparse.Namespace(profile="cpu-long", suite="all", seeds=2, adam_lrs="0.01",
+                              out=str(tmp_path))
+
+    def add(opt, lr, seed, value, k=5, alpha=0.5, mu=None):
+        if mu is None:
+            name = run._la_run(opt, f"{lr:g}", str(k), str(alpha), seed)[0]
+            argv = ("--synthetic", "100")
+        else:
+            name = run._outer_run(f"{lr:g}", str(k), str(alpha), str(mu), seed)[0]
+            argv = ("--synthetic", "100", "--slow-momentum", str(mu))
+        _fake_record(folder, opt, lr, seed, value, k=k, alpha=alpha, name=name,
+                     profile="cpu-long", source="ptb", argv=argv)
+
+    for lr, value in {0.001: 99, 0.003: 85, 0.005: 86, 0.01: 87}.items():
+        add("adam", lr, 0, value)
+    # Lookahead(Adam) at Adam's 0.003: k 10, α 0.5 chosen (validation 84)
+    for (k, alpha), value in {(5, 0.5): 86, (5, 0.8): 87, (10, 0.5): 83, (10, 0.8): 84}.items():
+        add("lookahead-adam", 0.003, 0, value, k, alpha)
+    assert [n for n, _ in run.outer_runs(args, run.load_records(args))] == [
+        "snoo-adam-lr0.003-k20-a0.8-m0.5-s0", "snoo-adam-lr0.003-k20-a0.8-m0.75-s0",
+        "snoo-adam-lr0.003-k100-a0.8-m0.5-s0", "snoo-adam-lr0.003-k100-a0.8-m0.75-s0"]
+    for (k, mu), value in {(20, 0.5): 82, (20, 0.75): 80, (100, 0.5): 84, (100, 0.75): 83}.items():
+        add("snoo-adam", 0.003, 0, value, k, 0.8, mu)
+    assert [n for n, _ in run.outer_runs(args, run.load_records(args))] == [
+        "snoo-adam-lr0.003-k20-a0.8-m0.75-s1"]
+    # seed 1: Adam 86, Lookahead(Adam) 81, SNOO 79
+    add("adam", 0.003, 1, 86)
+    add("lookahead-adam", 0.003, 1, 81, 10, 0.5)
+    add("snoo-adam", 0.003, 1, 79, 20, 0.8, 0.75)
+    assert run.outer_runs(args, run.load_records(args)) == []
+    run.main(["--profile", "cpu-long", "--seeds", "2", "--report", "--out", str(tmp_path)])
+    section = (tmp_path / "lm.md").read_text().split("## Outer momentum (SNOO)")[1]
+    section = section.split("\n## ")[0]
+    assert "| 20 | 0.8 | 0.75 | 81.00 **chosen** |" in section
+    assert "| 100 | 0.8 | 0.5 | 85.00 |" in section
+    assert ("| SNOO(Adam), k=20, outer rate 0.8, μ 0.75 at lr 0.003 | 2 | 79.50 ± 0.71 | "
+            "80.00, 79.00 |") in section
+    # paired by seed: SNOO − Adam −5, −7; SNOO − Lookahead −3, −2; Lookahead − Adam −2, −5
+    assert ("- SNOO(Adam) − Adam: -6.00 ± 1.41 (2 of 2 seeds lower; per seed -5.00, -7.00)"
+            in section)
+    assert ("- SNOO(Adam) − Lookahead(Adam): -2.50 ± 0.71 (2 of 2 seeds lower; per seed -3.00, "
+            "-2.00)") in section
+    assert ("- Lookahead(Adam) − Adam: -3.50 ± 2.12 (2 of 2 seeds lower; per seed -2.00, -5.00)"
+            in section)
+    assert "compute-factor gains of 1.5–2.5×" in section and "Not finished" not in section
+    assert (tmp_path / "lm_outer_curves.png").stat().st_size > 0
+    outer = json.loads((tmp_path / "lm.json").read_text())["outer_momentum"]
+    assert (outer["k"], outer["outer_rate"], outer["momentum"]) == (20, 0.8, 0.75)
+    assert outer["arms"]["SNOO(Adam) - Adam"] == [-5, -7]

@@ -21,8 +21,12 @@ Suites:
 - lr-grid: SGD's and Adam's learning rates, one seed each (seed 0; the main suite's seed-0
   runs count as grid points);
 - k-alpha: Lookahead around SGD's rate and the first of --adam-lrs at k in {5, 10, 20} and alpha in
-  {0.2, 0.5, 0.8}, one seed each;
-- all: the three.
+  {0.2, 0.5, 0.8}, one seed each; on cpu-long, App. C.3's protocol: each Lookahead at its inner
+  optimizer's chosen rate over k x alpha, chosen by validation, then --seeds seeds;
+- outer (cpu-long): SNOO, Lookahead(Adam) with outer momentum, at Adam's chosen rate over a small
+  grid of k and mu around the published settings, chosen by validation, then --seeds seeds,
+  beside Adam (decoupled weight decay: AdamW's form) and the protocol's Lookahead(Adam);
+- all: every suite.
 The grids are the paper's (App. C.3, as our issue tracker gives them) for the paper profile;
 the cpu profile takes a few points of each.
 """
@@ -173,6 +177,10 @@ def run_all(args):
         # App. C.3: each Lookahead at its inner optimizer's chosen rate over k × α, then the
         # seeds of the chosen setting and of its inner optimizer
         while pending := k_alpha_runs(args, load_records(args)):
+            sweep(pending)
+    if args.suite in ("outer", "all"):
+        # SNOO at Adam's chosen rate: its grid, then the seeds of its choice
+        while pending := outer_runs(args, load_records(args)):
             sweep(pending)
     if args.suite in ("main", "all"):
         # the other seeds at each optimizer's own best rate
@@ -455,6 +463,148 @@ def _protocol(args, records):
     return lines, summary, missing
 
 
+# The outer-momentum (SNOO) grid on cpu-long: k x outer rate x mu at Adam's chosen rate. SNOO's
+# settings seen in use: k 28, rate 0.68, mu 0.37 (the nanoGPT speed-run record), and about k 100,
+# rate 0.8, mu 0.75 quoted for its runs at scale; an epoch of PTB here is 664 steps.
+OUTER_GRID = {"cpu-long": (("20", "100"), ("0.8",), ("0.5", "0.75"))}
+# SNOO's claim, for reading beside ours (Kallusky et al. 2025, abstract)
+OUTER_CLAIM = ("SNOO reports compute-factor gains of 1.5–2.5× over AdamW at scales up to 1e23 "
+               "training FLOPs, growing with model size (language models far larger than ours, "
+               "trained on far more tokens)")
+
+
+def _outer_run(lr, k, rate, mu, seed):
+    return (f"snoo-adam-lr{lr}-k{k}-a{rate}-m{mu}-s{seed}",
+            ["--optimizer", "snoo-adam", "--lr", lr, "--k", k, "--alpha", rate,
+             "--slow-momentum", mu, "--seed", str(seed)])
+
+
+def outer_search(args, records):
+    """(the SNOO grid runs on seed 0 still to do, at Adam's chosen rate; the chosen (k, rate,
+    mu) as strings, or None until the grid is done; Adam's rate or None). Chosen by validation
+    perplexity (ties: the first listed)."""
+    rate = grid_search(args, records, "adam")[1]
+    if rate is None or args.profile not in OUTER_GRID:
+        return [], None, rate
+    grid = [(k, a, m) for k in OUTER_GRID[args.profile][0] for a in OUTER_GRID[args.profile][1]
+            for m in OUTER_GRID[args.profile][2]]
+    names = {c: _outer_run(rate, *c, 0)[0] for c in grid}
+    pending = [_outer_run(rate, *c, 0) for c in grid if names[c] not in records]
+    if pending:
+        return pending, None, rate
+    return [], min(grid, key=lambda c: records[names[c]]["valid_ppl"]), rate
+
+
+def outer_runs(args, records):
+    """The runs the outer-momentum comparison needs next: its grid, then every seed of the
+    chosen setting (Adam's seeds and the protocol's Lookahead(Adam) are the k-alpha suite's)."""
+    todo, chosen, rate = outer_search(args, records)
+    if chosen is not None:
+        todo = [_outer_run(rate, *chosen, s) for s in range(1, args.seeds)]
+    return [r for r in todo if r[0] not in records]
+
+
+def _outer(args, records, out, source):
+    """The report's outer-momentum section: (lines, summary for the .json)."""
+    todo, chosen, rate = outer_search(args, records)
+    if rate is None or args.profile not in OUTER_GRID:
+        return [], {}
+    ks, rates, mus = OUTER_GRID[args.profile]
+    lines = ["## Outer momentum (SNOO) beside Lookahead and Adam", "",
+             "Adam here is AdamW's form (Keras's weight decay is decoupled). SNOO(Adam) is "
+             "Lookahead(Adam) with Nesterov momentum on the slow weights' step, at Adam's chosen "
+             f"rate {rate}, its k × outer rate × μ over {{{', '.join(ks)}}} × "
+             f"{{{', '.join(rates)}}} × {{{', '.join(mus)}}}, chosen by validation perplexity "
+             "on seed 0; Lookahead(Adam) is App. C.3's choice above. "
+             f"{OUTER_CLAIM}; we measure test perplexity at a fixed budget of "
+             f"{first_arg(records, 'epochs')} epochs, {args.seeds} seeds.", "",
+             "| k | outer rate | μ | validation perplexity, seed 0 |", "|---|---|---|---|"]
+    for k in ks:
+        for a in rates:
+            for m in mus:
+                r = records.get(_outer_run(rate, k, a, m, 0)[0])
+                mark = " **chosen**" if chosen == (k, a, m) else ""
+                lines.append(f"| {k} | {a} | {m} | "
+                             + (f"{r['valid_ppl']:.2f}{mark}" if r else "not run yet") + " |")
+    lines.append("")
+    if chosen is None:
+        return lines + [f"**Not finished**: {len(todo)} grid runs, then the seeds.", ""], {}
+    la_chosen = k_alpha_search(args, records, "lookahead-adam")[1]
+    arms = {"Adam": [records.get(_run("adam", rate, s)[0]) for s in range(args.seeds)],
+            "SNOO(Adam), k={}, outer rate {}, μ {}".format(*chosen):
+                [records.get(_outer_run(rate, *chosen, s)[0]) for s in range(args.seeds)]}
+    if la_chosen:
+        arms = {"Adam": arms["Adam"],
+                f"Lookahead(Adam), k={la_chosen[0]}, α={la_chosen[1]}":
+                    [records.get(_la_run("lookahead-adam", rate, *la_chosen, s)[0])
+                     for s in range(args.seeds)],
+                **{k: v for k, v in arms.items() if k != "Adam"}}
+    missing = sum(r is None for recs in arms.values() for r in recs)
+    lines += ["| optimizer | seeds | test perplexity (mean ± std) | per seed |",
+              "|---|---|---|---|"]
+    for label, recs in arms.items():
+        done = [r for r in recs if r]
+        if done:
+            m, sd = _mean_std(r["test_ppl"] for r in done)
+            lines.append(f"| {label} at lr {rate} | {len(done)} | {m:.2f} ± {sd:.2f} | "
+                         + ", ".join(f"{r['test_ppl']:.2f}" for r in done) + " |")
+    lines.append("")
+    if missing:
+        lines += [f"**Not finished**: {missing} run{'s' if missing > 1 else ''} of these "
+                  "arms.", ""]
+    labels = list(arms)
+    summary = {"rate": float(rate), "k": int(chosen[0]), "outer_rate": float(chosen[1]),
+               "momentum": float(chosen[2]), "arms": {}}
+    pairs = [(labels[-1], labels[0])] + ([(labels[-1], labels[1]), (labels[1], labels[0])]
+                                         if len(labels) == 3 else [])
+    for a, b in pairs:
+        diffs = [x["test_ppl"] - y["test_ppl"] for x, y in zip(arms[a], arms[b]) if x and y]
+        if diffs:
+            m, sd = _mean_std(diffs)
+            lines.append(f"- {a.split(',')[0]} − {b.split(',')[0]}: {m:+.2f} ± {sd:.2f} "
+                         f"({sum(d < 0 for d in diffs)} of {len(diffs)} seeds lower; per seed "
+                         + ", ".join(f"{d:+.2f}" for d in diffs) + ")")
+            summary["arms"][f"{a.split(',')[0]} - {b.split(',')[0]}"] = diffs
+    for label, recs in arms.items():
+        summary["arms"][label] = [r["test_ppl"] if r else None for r in recs]
+    groups = {label: [r for r in recs if r] for label, recs in arms.items()}
+    if all(groups.values()):
+        plot_outer_curves(groups, os.path.join(out, "lm_outer_curves.png"), source)
+        lines += ["", "![curves](lm_outer_curves.png)"]
+    return lines + [""], summary
+
+
+def plot_outer_curves(groups, path, source):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for i, (label, recs) in enumerate(groups.items()):
+        steps = np.cumsum([e["windows"] for e in recs[0]["epochs"]])
+        n = min(len(r["epochs"]) for r in recs)
+        curves = np.array([[e["valid_ppl"] for e in r["epochs"][:n]] for r in recs])
+        m, s = curves.mean(axis=0), curves.std(axis=0)
+        ax.plot(steps[:n], m, marker="o", ms=3, color=f"C{i}",
+                label=f"{label} ({len(recs)} seeds)")
+        ax.fill_between(steps[:n], m - s, m + s, color=f"C{i}", alpha=0.15)
+    ax.set_xlabel("inner steps")
+    ax.set_ylabel("validation perplexity (evaluated weights)")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    fig.suptitle(f"{source}: outer momentum beside Lookahead and Adam, mean ± std over seeds",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def first_arg(records, key):
+    return next(iter(records.values()))["args"][key]
+
+
 def _stop_rule(a):
     """The stopping rule in words, and which runs it ended ('' for a run of every epoch)."""
     if not a.get("stop_patience"):
@@ -529,6 +679,8 @@ def write_report(args):
     missing, partial = _missing(args, records)
     protocol, protocol_summary, protocol_missing = _protocol(args, records)
     lines += protocol
+    outer_lines, outer_summary = _outer(args, records, args.out, source)
+    lines += outer_lines
     summary = {}
     if not groups:
         lines += partial
@@ -594,7 +746,9 @@ def write_report(args):
                          f"{min(last):+.2f} % to {max(last):+.2f} %." if last else "")]
         lines += ["", f"![curves]({name}_curves.png)", ""]
         plot_curves(groups, os.path.join(args.out, f"{name}_curves.png"), source)
-    grid = [r for r in records.values() if r["args"]["seed"] == 0]
+    # the five optimizers' seed-0 runs (SNOO's grid has its own table)
+    grid = [r for r in records.values() if r["args"]["seed"] == 0
+            and r["args"]["optimizer"] in LABELS]
     if any(_config(r) not in groups for r in grid):  # the grid suite ran
         lines += ["## Grid (seed 0)", "", "Validation perplexity, which chose the rates and "
                   "settings; test perplexity is read only for the chosen ones (above).", "",
@@ -629,6 +783,7 @@ def write_report(args):
         "profile": args.profile, "source": first["source"], "seeds": args.seeds,
         "missing_runs": missing, "summary": summary,
         "protocol_missing_runs": protocol_missing, "protocol": protocol_summary,
+        "outer_momentum": outer_summary,
         "runs": {n: {"args": r["args"], "test_ppl": r["test_ppl"], "valid_ppl": r["valid_ppl"],
                      "best_epoch": r["best_epoch"], "epochs": r["epochs"]}
                  for n, r in records.items()}})
@@ -638,7 +793,8 @@ def write_report(args):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--profile", default="cpu", choices=sorted(GRIDS))
-    p.add_argument("--suite", default="main", choices=("main", "lr-grid", "k-alpha", "all"))
+    p.add_argument("--suite", default="main",
+                   choices=("main", "lr-grid", "k-alpha", "outer", "all"))
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--adam-lrs", default="0.01,0.003",
                    help="the Adam rates of the main suite, comma-separated (default: "

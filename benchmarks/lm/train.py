@@ -27,9 +27,11 @@ Profiles (every value can be overridden):
   rule ended it ("stopped").
 
 Optimizers: sgd (no momentum, as AWD-LSTM), adam, lookahead-sgd and lookahead-adam (--k,
---alpha; evaluated on the slow weights), and polyak-sgd: SGD evaluated on the uniform average of
-the weights after every step once --polyak-start epochs are done (default: half the epochs;
-AWD-LSTM's NT-ASGD starts averaging at a non-monotone trigger on validation instead). Weight
+--alpha; evaluated on the slow weights), snoo-adam (Lookahead(adam) with outer momentum
+--slow-momentum, Nesterov, outer rate --alpha: SNOO), and polyak-sgd: SGD evaluated on the
+uniform average of the weights after every step once --polyak-start epochs are done (default:
+half the epochs; AWD-LSTM's NT-ASGD starts averaging at a non-monotone trigger on validation
+instead). Weight
 decay is Keras's, which is decoupled: for SGD without momentum the same step as AWD-LSTM's L2
 term, for Adam AdamW's form.
 
@@ -73,7 +75,7 @@ PROFILES = {
     "cpu-long": dict(batch_size=40, bptt=35, variable_bptt=False, epochs=15, patience=1,
                      decay_from=8, stop_patience=3, clipnorm=0.25, weight_decay=1.2e-6),
 }
-OPTIMIZERS = ("sgd", "adam", "lookahead-sgd", "lookahead-adam", "polyak-sgd")
+OPTIMIZERS = ("sgd", "adam", "lookahead-sgd", "lookahead-adam", "snoo-adam", "polyak-sgd")
 DEFAULT_LR = {"sgd": 30.0, "adam": 0.003}  # AWD-LSTM's SGD rate; Adam: see run.py's grid
 SYNTHETIC_VOCAB = 50
 
@@ -99,7 +101,10 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, help="the inner learning rate (default: sgd "
                    f"{DEFAULT_LR['sgd']}, adam {DEFAULT_LR['adam']})")
     p.add_argument("--k", type=int, default=5, help="Lookahead's sync period")
-    p.add_argument("--alpha", type=float, default=0.5, help="Lookahead's slow step size")
+    p.add_argument("--alpha", type=float, default=0.5,
+                   help="Lookahead's slow step size (snoo-adam: the outer rate)")
+    p.add_argument("--slow-momentum", type=float, default=0.0,
+                   help="snoo-adam's outer momentum μ in (0, 1)")
     p.add_argument("--polyak-start", type=int, metavar="EPOCHS",
                    help="polyak-sgd averages the steps after this many epochs (default: half)")
     p.add_argument("--seed", type=int, default=0)
@@ -113,6 +118,11 @@ def parse_args(argv=None):
         value = getattr(args, name)
         if value is not None and value < 1:
             p.error(f"--{name} {value}: must be 1 or more")
+    if not 0 <= args.slow_momentum < 1:
+        p.error(f"--slow-momentum {args.slow_momentum}: must be in [0, 1)")
+    if (args.optimizer == "snoo-adam") != (args.slow_momentum > 0):
+        p.error(f"--slow-momentum {args.slow_momentum}: snoo-adam needs one in (0, 1), the "
+                f"other optimizers none (--optimizer {args.optimizer})")
     if args.polyak_start is None:
         args.polyak_start = args.epochs // 2
     elif args.optimizer != "polyak-sgd":
@@ -177,8 +187,9 @@ def build_optimizer(args):
         inner = keras.optimizers.SGD(args.lr, **options)
     else:
         inner = keras.optimizers.Adam(args.lr, **options)
-    if args.optimizer.startswith("lookahead"):
-        return Lookahead(inner, sync_period=args.k, slow_step_size=args.alpha)
+    if args.optimizer.startswith(("lookahead", "snoo")):
+        return Lookahead(inner, sync_period=args.k, slow_step_size=args.alpha,
+                         slow_momentum=args.slow_momentum)
     return inner
 
 
@@ -223,7 +234,7 @@ def reported_weights(model, args, polyak):
 
     from keras_lookahead import use_slow_weights
 
-    if args.optimizer.startswith("lookahead"):
+    if args.optimizer.startswith(("lookahead", "snoo")):
         return use_slow_weights(model)
     return polyak.swapped_in() if polyak else contextlib.nullcontext()
 
@@ -272,9 +283,9 @@ def random_states(model):
 _SAME_FOR_RESUME = ("profile", "optimizer", "data_dir", "synthetic", "batch_size", "bptt",
                     "variable_bptt", "patience", "decay_from", "stop_patience", "clipnorm",
                     "weight_decay", "layers", "hidden", "embedding", "lr", "k", "alpha",
-                    "polyak_start", "seed")
+                    "polyak_start", "seed", "slow_momentum")
 # What a record written before an argument existed ran with: its value then.
-BEFORE_IT_EXISTED = {"decay_from": 0}
+BEFORE_IT_EXISTED = {"decay_from": 0, "stop_patience": 0, "slow_momentum": 0.0}
 
 
 def run(args):
