@@ -141,7 +141,8 @@ def write_markdown(path, payload):
                      f"| {1e3 * r['candidate_s']:.1f} | {r['ratio']:.3f} "
                      f"({r['ratio_min']:.3f}–{r['ratio_max']:.3f}) |")
     lines += ["", "## Whole training step", "",
-              "Forward, backward and update of the ResNet-style CNN of overhead.md, global "
+              "Forward, backward and update of the ResNet-style CNN of the performance suite "
+              "(performance.md, \"Whole training step\"), global "
               "batch 64, as `strategy.run` inside `tf.function` (no XLA: over several devices "
               "it cannot compile a step that updates variables), Adam vs Lookahead(Adam, k=5):",
               "",
@@ -164,7 +165,15 @@ def main(argv=None):
     parser.add_argument("--train-steps", type=int, default=20)
     parser.add_argument("--train-rounds", type=int, default=7)
     parser.add_argument("--out", default=RESULTS)
+    parser.add_argument("--from-json", action="store_true",
+                        help="only rewrite distributed.md from --out's distributed.json")
     args = parser.parse_args(argv)
+    if args.from_json:
+        import json
+
+        with open(os.path.join(args.out, "distributed.json")) as f:
+            write_markdown(os.path.join(args.out, "distributed.md"), json.load(f))
+        return
     if args.replicas < 2:
         parser.error(f"--replicas {args.replicas}: must be 2 or more (a strategy over one "
                      "device is measured beside it anyway)")

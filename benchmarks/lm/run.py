@@ -17,7 +17,7 @@ lm_<profile>.md and so on (lm_cpu.md: the cpu profile's short runs).
 Suites:
 - main: SGD, Lookahead(SGD) and Polyak-averaged SGD at SGD's rate; Adam and Lookahead(Adam) at
   each of --adam-lrs (default 0.01, the best of the cpu profile's Adam grid, which is also the
-  rate at which the reproduction below saw Lookahead help, and 0.003); --seeds seeds each.
+  rate at which the Southampton reproduction saw Lookahead help, and 0.003); --seeds seeds each.
 - lr-grid: SGD's and Adam's learning rates, one seed each (seed 0; the main suite's seed-0
   runs count as grid points);
 - k-alpha: Lookahead around SGD's rate and the first of --adam-lrs at k in {5, 10, 20} and alpha in
@@ -74,8 +74,11 @@ ANCHORS = [("Zaremba et al. 2014, 2 × 200 LSTM, no dropout", "5M", 114.5),
 # Zhang et al. 2019, Table 3: AWD-LSTM (3 x 1150) on PTB, the paper's tuned rates.
 PAPER = {"sgd": "63.90", "lookahead-sgd": "63.04", "adam": "59.33", "lookahead-adam": "57.72",
          "polyak-sgd": "58.79"}
-# An independent reproduction of the experiment (the same model and data; its report lists
-# test perplexities per optimizer and rate), as our sources give it.
+# An independent reproduction of the experiment (Joyce, Kazantzidis & Romano-Scott,
+# "Reproducibility challenge: LA optimizer", University of Southampton: the same model and data;
+# its report lists test perplexities per optimizer and rate), as its table gives them.
+REPRODUCTION_SOURCE = ("Joyce, Kazantzidis & Romano-Scott, *Reproducibility challenge: LA "
+                       "optimizer* (Southampton)")
 REPRODUCTION = [("SGD, lr 30", "63.96", "64.59"), ("Adam, lr 0.005 (its best for Adam)", "61.14",
                                                    "60.63"),
                 ("Adam, lr 0.01", "63.44", "60.92")]
@@ -643,8 +646,8 @@ def write_report(args):
                         if r["args"]["optimizer"] == "polyak-sgd"), a["polyak_start"] + 1)
     source = {"ptb": "Penn Treebank", "multi30k-en": "Multi30k English (a stand-in for PTB)",
               "synthetic": "a synthetic corpus"}.get(first["source"], first["source"])
-    lines = h.header("Word-level language modelling: Lookahead against SGD, Adam and Polyak "
-                     "averaging", h.command_line(), h.machine(),
+    lines = h.header(f"Word-level language modelling, profile {args.profile}: Lookahead against "
+                     "SGD, Adam and Polyak averaging", h.command_line(), h.machine(),
                      source=f"the run records in `lm/runs/{args.profile}/`") + \
         h.machines_line(records.values()) + [
         f"**Data: {source}**, {first['tokens']['train']:,} training, "
@@ -773,7 +776,7 @@ def write_report(args):
               f"| Zhang et al. 2019, Table 3 | Adam | {PAPER['adam']} | "
               f"{PAPER['lookahead-adam']} |",
               f"| Zhang et al. 2019, Table 3 | Polyak averaging | {PAPER['polyak-sgd']} | – |"]
-    lines += [f"| reproduction (as our sources report it) | {setting} | {inner} | {la} |"
+    lines += [f"| {REPRODUCTION_SOURCE} | {setting} | {inner} | {la} |"
               for setting, inner, la in REPRODUCTION]
     lines.append("")
     os.makedirs(args.out, exist_ok=True)
