@@ -114,8 +114,8 @@ def table():
                         if r["implementation"] == "keras_lookahead" and r["inner"] == "Adam"
                         and r["k"] == 5 and (r["backend"], r["mode"]) == (b, m))
         if ratios:
-            cells.append(f"{label} {_link(format(statistics.median(ratios), '.3f'), 'performance')}"
-                         f" ({ratios[0]:.2f}–{ratios[-1]:.2f})")
+            figure = f"{statistics.median(ratios):.3f} ({ratios[0]:.2f}–{ratios[-1]:.2f})"
+            cells.append(f"{label} {_link(figure, 'performance')}")
     rows.append(f"| time per optimizer step, Adam, k=5: the median over {len(sizes)} sizes "
                 f"({sizes[0] / 1e6:g}M to {sizes[-1] / 1e6:g}M parameters), their range in "
                 f"brackets | 1 | {', '.join(cells)} |")
