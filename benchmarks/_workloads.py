@@ -172,13 +172,15 @@ def torch_modes(shapes):
         from keras_lookahead import _steps, algorithm  # the package's torch sync
 
         list_ops = _steps.TorchListOps()
+        tensors = {"fast": [_Tensor(t) for t in fast], "slow": [_Tensor(t) for t in slow],
+                   "buffer": [_Tensor(t) for t in buffers]}
         outer = (algorithm.Outer(OUTER_RATE, momentum) if momentum else algorithm.Outer(ALPHA))
 
         def run():
             with torch.no_grad():
-                new = algorithm.sync(algorithm.SyncInputs(fast, slow, buffers, [], [], [], []),
-                                     outer, [], [], list_ops)
-                list_ops.write([(_Tensor(f), v) for f, v in zip(fast, new.fast)])
+                algorithm.sync(algorithm.SyncInputs(fast, slow, buffers, [], [], [], []), outer,
+                               [], [], list_ops, lambda part, values: list_ops.write(
+                                   tensors[part], values))
             wait()
 
         return run

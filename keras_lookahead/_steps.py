@@ -106,9 +106,15 @@ class CondStep(Step):
         ops.cond(sync, lambda: self._sync(grads, trainable_variables, done), _nothing)
 
     def _sync(self, grads, trainable_variables, syncs_done):
-        for variable, value in self.lookahead.sync(grads, trainable_variables, syncs_done,
-                                                   algorithm.KerasListOps):
-            variable.assign(_cast(value, variable))
+        self.lookahead.sync(grads, trainable_variables, syncs_done, algorithm.KerasListOps,
+                            _assign)
+
+
+def _assign(variables, values):
+    """Writes each value into its variable (in its dtype); goes on with the values."""
+    for variable, value in zip(variables, values):
+        variable.assign(_cast(value, variable))
+    return values
 
 
 def _cast(value, variable):
@@ -142,11 +148,19 @@ class SelectStep(Step):
         before = ops.copy(la.applied_updates())
         self.apply_inner(grads, trainable_variables)
         sync, done = la.advance_counters(before, ops.copy(la.applied_updates()))
-        # Values, not Variables, go into the selects: jnp.where refuses Keras Variables.
-        for variable, value in la.sync(grads, trainable_variables, done,
-                                       algorithm.KerasListOps, sync=sync):
-            variable.assign(ops.where(sync, _cast(value, variable),
-                                      ops.convert_to_tensor(variable)))
+
+        def select(variables, values):
+            """Each variable gets its new value where the step syncs, its own elsewhere; the
+            sync goes on from the selected values (the chained order XLA fuses in place)."""
+            selected = []
+            for variable, value in zip(variables, values):
+                # Values, not Variables, go into the selects: jnp.where refuses Keras Variables.
+                new = ops.where(sync, _cast(value, variable), ops.convert_to_tensor(variable))
+                variable.assign(new)
+                selected.append(new)
+            return selected
+
+        la.sync(grads, trainable_variables, done, algorithm.KerasListOps, select, sync=sync)
 
 
 class TensorFlowSelectStep(SelectStep):
@@ -260,7 +274,7 @@ class HostCountedStep(Step):
             import torch
 
             with torch.no_grad():  # in-place ops on the variables' own (leaf) tensors
-                self._ops.write(la.sync(grads, trainable_variables, done, self._ops))
+                la.sync(grads, trainable_variables, done, self._ops, self._ops.write)
 
     def _schedule_step(self):
         """Advances the k-schedule counters by one applied update: (sync?, syncs done)."""
@@ -337,16 +351,12 @@ class TorchListOps:
         self._op["zero_"](a)
         return a
 
-    def write(self, writes):
+    def write(self, variables, values):
         """Copies each value into its variable, in one multi-tensor copy (casting where the
-        dtypes differ); a value that is the variable's own storage, written in place, is
-        skipped."""
-        targets, values = [], []
-        for variable, value in writes:
-            target = variable.value
-            if value is target:
-                continue
-            targets.append(target)
-            values.append(value)
-        if targets:
-            self._op["copy_"](targets, values)
+        dtypes differ), skipping a value that is the variable's own storage (written in place);
+        returns the variables' tensors."""
+        targets = [v.value for v in variables]
+        copies = [(t, x) for t, x in zip(targets, values) if x is not t]
+        if copies:
+            self._op["copy_"]([t for t, _ in copies], [x for _, x in copies])
+        return targets

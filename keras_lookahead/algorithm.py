@@ -77,42 +77,56 @@ class Outer(NamedTuple):
     policy: str = policies.MAINTAIN
 
 
-def sync(inputs, outer, slow_like, cached_like, list_ops):
+def sync(inputs, outer, slow_like, cached_like, list_ops, write=None):
     """The whole sync on values: new slow and fast weights, momentum buffers and moments.
 
     `slow_like`: for each held fast weight, the slow weight it becomes (its dtype);
     `cached_like`: for each held moment, its cached value (its dtype). Nothing here depends on
     the backend or the execution mode: `list_ops` does the arithmetic.
+
+    `write(part, values)` stores each part's new values as soon as they are final, in the
+    order buffer, slow, fast, moment, cached, held_slow, held_cached, and returns what the
+    variables hold now; the sync goes on from those (default: nothing is stored). So each
+    variable is written before anything reads its value again, and what comes after reads the
+    *written* values: under XLA's selects (`_steps.SelectStep`) the fast weights are selected
+    from the selected slow weights, and no old buffer has to outlive its variable's write. A
+    writer casts to its variable's dtype (the fast weights are written the slow weights'
+    values). Returns what was written, part by part (the fast weights unchanged when α = 1
+    and μ = 0: then nothing is written to them).
     """
     o = list_ops
+    if write is None:
+        def write(part, values):
+            return values
     fast32 = o.cast_like(inputs.fast, inputs.slow)  # θ in the slow weights' dtype
     buffer = inputs.buffer
+    unchanged_fast = (outer.momentum == 0 and isinstance(outer.alpha, float)
+                      and outer.alpha == 1.0)
     if outer.momentum == 0:
-        if isinstance(outer.alpha, float) and outer.alpha == 1.0:
+        if unchanged_fast:
             # φ + (θ − φ) can round differently from θ: the fast weights stay as they are
             slow = fast32
         else:
             slow = o.lerp(inputs.slow, fast32, outer.alpha)
     else:
         step = o.sub(inputs.slow, fast32)  # s = φ − θ, the pseudo-gradient
-        buffer = o.scale_add(buffer, outer.momentum, step)  # b ← μ b + s
+        buffer = write("buffer", o.scale_add(buffer, outer.momentum, step))  # b ← μ b + s
         if outer.nesterov:
             step = o.add_scaled(step, buffer, outer.momentum)  # μ b + s
         else:
             step = buffer
         slow = o.add_scaled(inputs.slow, step, -outer.alpha)  # φ − α (μ b + s) or φ − α b
-    if outer.momentum == 0 and isinstance(outer.alpha, float) and outer.alpha == 1.0:
-        fast = list(inputs.fast)  # unchanged
-    else:
-        fast = o.cast_like(slow, inputs.fast)
-    moment, cached = moment_update(inputs.moment, inputs.cached, outer, o)
-    held_slow = o.cast_like(inputs.held_fast, slow_like)
-    held_cached = o.cast_like(inputs.held_moment, cached_like)
+    slow = write("slow", slow)
+    fast = list(inputs.fast) if unchanged_fast else write("fast", slow)
+    moment, cached = moment_update(inputs.moment, inputs.cached, outer, o, write)
+    held_slow = write("held_slow", o.cast_like(inputs.held_fast, slow_like))
+    held_cached = write("held_cached", o.cast_like(inputs.held_moment, cached_like))
     return SyncResult(fast, slow, buffer, moment, cached, held_slow, held_cached)
 
 
-def moment_update(moment, cached, outer, list_ops):
-    """The inner optimizer's first moments right after a sync, and their new cache (App. C.5).
+def moment_update(moment, cached, outer, list_ops, write):
+    """The inner optimizer's first moments right after a sync, and their new cache (App. C.5),
+    each written (`sync` says how) and returned as written.
 
     "reset": 0. "interpolate" (the authors' "pullback"): α m + (1 − α) m_prev, m_prev being the
     moment right after the previous sync (0 before the first), computed in the cache's dtype
@@ -124,10 +138,10 @@ def moment_update(moment, cached, outer, list_ops):
         return [], []
     o = list_ops
     if outer.policy == policies.RESET:
-        return o.zeros_like(moment), []
+        return write("moment", o.zeros_like(moment)), []
     wide = o.cast_like(moment, cached)
     new = o.blend(wide, cached, outer.alpha)
-    return o.cast_like(new, moment), new
+    return write("moment", new), write("cached", new)
 
 
 class KerasListOps:

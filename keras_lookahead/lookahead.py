@@ -612,13 +612,14 @@ class Lookahead(_swap.ModelOnSlowWeights, keras.optimizers.Optimizer):
                 held_moments.append((m, c))
         return pairs, held, moments, held_moments
 
-    def _sync_writes(self, grads, trainable_variables, syncs_done, list_ops, sync=None):
-        """The sync of this step (`algorithm.sync`), as [(variable, new value)] to write.
+    def _sync(self, grads, trainable_variables, syncs_done, list_ops, write, sync=None):
+        """This step's sync (`algorithm.sync`), written through the step's `write(variables,
+        values)`, which stores values in variables and returns what they hold now.
 
         α is found (and recorded) before anything is computed; `sync` is the predicate of a
         form that runs this on every step (see `_sync_alpha`). `list_ops` reads the variables
         and does the arithmetic (`algorithm.KerasListOps`, or `_steps.TorchListOps`, which
-        writes in place). Unchanged values are left out.
+        works in place). The levels of a Multilayer Lookahead below restart last.
         """
         grads = self._aligned_grads(grads, trainable_variables)
         pairs, held, moments, held_moments = self._sync_targets(trainable_variables)
@@ -633,39 +634,29 @@ class Lookahead(_swap.ModelOnSlowWeights, keras.optimizers.Optimizer):
             buffer=[read(b) for _, _, b in pairs if b is not None],
             moment=[read(m) for m, _ in moments], cached=[read(c) for c in cached],
             held_fast=[read(f) for f, _ in held], held_moment=[read(m) for m, _ in held_moments])
+        targets = {
+            "fast": [f for f, _, _ in pairs], "slow": [s for _, s, _ in pairs],
+            "buffer": [b for _, _, b in pairs if b is not None],
+            "moment": [m for m, _ in moments], "cached": cached,
+            "held_slow": [s for _, s in held], "held_cached": [c for _, c in held_moments]}
         new = algorithm.sync(inputs, outer, [read(s) for _, s in held],
-                             [read(c) for _, c in held_moments], list_ops)
-        targets = algorithm.SyncResult(
-            fast=[f for f, _, _ in pairs], slow=[s for _, s, _ in pairs],
-            buffer=[b for _, _, b in pairs if b is not None], moment=[m for m, _ in moments],
-            cached=cached, held_slow=[s for _, s in held],
-            held_cached=[c for _, c in held_moments])
-        # What the sync left as it was (its input object itself) is not written. The order of
-        # the writes is the order in which the selects of SelectStep read their inputs: each
-        # variable is written after the last read of its old value (the buffer and the slow
-        # weights read the fast ones; the fast ones read only the new slow ones), so XLA can
-        # write every variable in place instead of keeping a copy of an old buffer.
-        unchanged_if = {"buffer": inputs.buffer, "slow": inputs.slow, "fast": inputs.fast,
-                        "moment": inputs.moment, "cached": inputs.cached}
-        writes = []
-        for field in ("buffer", "slow", "fast", "moment", "cached", "held_slow", "held_cached"):
-            olds = unchanged_if.get(field)
-            writes += [(v, x) for i, (v, x) in enumerate(zip(getattr(targets, field),
-                                                             getattr(new, field)))
-                       if olds is None or x is not olds[i]]
-        return writes + self._restart_levels_below([f for f, _, _ in pairs], new.slow)
+                             [read(c) for _, c in held_moments], list_ops,
+                             lambda part, values: write(targets[part], values))
+        for variables, values in self._restart_levels_below(targets["fast"], new.slow):
+            write(variables, values)
 
     def _restart_levels_below(self, fast, new_slow):
         """Multilayer Lookahead (a Lookahead whose inner optimizer is a Lookahead): every level
         below restarts from the new slow weights, as the recursive definition starts each of its
-        periods there. Writes of their slow weights for the variables `fast` (new values
-        `new_slow`); none when nothing is nested."""
+        periods there. [(that level's slow weights, their new values)] for the variables `fast`
+        (new values `new_slow`), one pair of lists per level; none when nothing is nested."""
         writes = []
         position = {id(v): i for i, v in enumerate(fast)}
         for level in nested_lookaheads(self._inner):
-            for v, level_slow in zip(level._built_variables(), level._slow_weights):
-                if level_slow is not None and id(v) in position:
-                    writes.append((level_slow, new_slow[position[id(v)]]))
+            pairs = [(level_slow, new_slow[position[id(v)]])
+                     for v, level_slow in zip(level._built_variables(), level._slow_weights)
+                     if level_slow is not None and id(v) in position]
+            writes.append(([s for s, _ in pairs], [x for _, x in pairs]))
         return writes
 
     # -- config -------------------------------------------------------------------------------
@@ -762,7 +753,7 @@ class StepInterface:
         """The k schedule's period after `syncs_done` syncs, as an int32 scalar."""
         return self._lookahead._k_at(syncs_done)
 
-    def sync(self, grads, trainable_variables, syncs_done, list_ops, sync=None):
-        """This step's sync as [(variable, value)] to write (see `Lookahead._sync_writes`)."""
-        return self._lookahead._sync_writes(grads, trainable_variables, syncs_done, list_ops,
-                                            sync)
+    def sync(self, grads, trainable_variables, syncs_done, list_ops, write, sync=None):
+        """Runs this step's sync, writing through `write(variables, values)` (which returns
+        what the variables hold after it); see `Lookahead._sync`."""
+        self._lookahead._sync(grads, trainable_variables, syncs_done, list_ops, write, sync)
