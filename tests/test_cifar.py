@@ -41,9 +41,10 @@ def _items(ds):
 
 @tf_only
 def test_synthetic_data_has_ten_learnable_classes():
-    train, test, classes, n = cifar.load_splits(_args("--synthetic", "50"))
+    train, valid, test, classes, n, n_valid = cifar.load_splits(_args("--synthetic", "50"))
     items = _items(train)
     assert classes == 10 and n == 40 and len(items) == 40 and len(_items(test)) == 10
+    assert valid is None and n_valid == 0
     x, y = items[0]
     assert x.shape == (32, 32, 3) and x.dtype == np.uint8 and 0 <= y < 10
 
@@ -57,7 +58,7 @@ def test_image_folders_and_their_archive(tmp_path, archive):
         path = str(tmp_path / "data.tar.gz")
         with tarfile.open(path, "w:gz") as tar:
             tar.add(root / "cifar10", arcname="cifar10")
-    train, test, classes, n = cifar.load_splits(_args("--data-dir", path, "--limit", "0"))
+    train, _, test, classes, n, _ = cifar.load_splits(_args("--data-dir", path, "--limit", "0"))
     items = _items(train)
     assert classes == 2 and n == 6 and len(items) == 6 and len(_items(test)) == 6
     for x, y in items:  # label from the folder, in sorted class order: cat 0, dog 1
@@ -70,11 +71,37 @@ def test_folder_limit_takes_the_same_subset_for_every_seed(tmp_path):
     path = str(_write_folders(tmp_path, per_class=5))
     subsets = []
     for seed in ("0", "1"):
-        train, _, _, n = cifar.load_splits(_args("--data-dir", path, "--limit", "4",
-                                                 "--seed", seed))
+        train, _, _, _, n, _ = cifar.load_splits(_args("--data-dir", path, "--limit", "4",
+                                                       "--seed", seed))
         subsets.append(sorted(int(x[0, 0, 0]) for x, _ in _items(train)))
         assert n == 4
     assert subsets[0] == subsets[1]
+
+
+@tf_only
+def test_the_validation_images_are_training_images_never_trained_on(tmp_path):
+    # 10 training images of distinct colours: --limit 6 --valid-limit 3 trains on 6 and
+    # validates on 3 others, the same for every seed; the 6 are the ones a run without
+    # validation trains on; the test images stay the test split's
+    path = str(_write_folders(tmp_path, per_class=5))
+    seen = {}
+    for seed, valid_limit in (("0", "3"), ("1", "3"), ("0", "0")):
+        train, valid, test, _, n, n_valid = cifar.load_splits(_args(
+            "--data-dir", path, "--limit", "6", "--valid-limit", valid_limit, "--seed", seed))
+        colours = lambda ds: sorted(int(x[0, 0, 0]) for x, _ in _items(ds))  # noqa: E731
+        seen[(seed, valid_limit)] = (colours(train), colours(valid) if valid else [])
+        assert (n, n_valid) == (6, int(valid_limit)) and len(_items(test)) == 10
+    tr, va = seen[("0", "3")]
+    assert len(tr) == 6 and len(va) == 3 and not set(tr) & set(va)
+    assert seen[("1", "3")] == (tr, va) and seen[("0", "0")][0] == tr
+    # without a limit, all but the last held-out images train
+    train, valid, _, _, n, n_valid = cifar.load_splits(_args(
+        "--data-dir", path, "--limit", "0", "--valid-limit", "4"))
+    assert (n, n_valid) == (6, 4) and len(_items(train)) == 6 and len(_items(valid)) == 4
+    with pytest.raises(SystemExit, match="--valid-limit 5: with --limit 6, more images"):
+        cifar.load_splits(_args("--data-dir", path, "--limit", "6", "--valid-limit", "5"))
+    assert cifar.parse_args(["--profile", "cpu-long"]).valid_limit == 5000
+    assert cifar.parse_args(["--profile", "paper"]).valid_limit == 0
 
 
 @tf_only
@@ -90,8 +117,8 @@ def test_missing_folder_is_refused_with_its_name(tmp_path):
 def test_tfds_builder_on_fake_data(dataset):
     tfds = pytest.importorskip("tensorflow_datasets")
     with tfds.testing.mock_data(num_examples=12):
-        train, test, classes, n = cifar.load_splits(_args("--dataset", dataset, "--limit", "0",
-                                                          "--test-limit", "0"))
+        train, _, test, classes, n, _ = cifar.load_splits(_args(
+            "--dataset", dataset, "--limit", "0", "--test-limit", "0"))
         items = _items(train)
     assert classes == (10 if dataset == "cifar10" else 100)
     assert n == 12 and len(items) == 12
@@ -101,15 +128,16 @@ def test_tfds_builder_on_fake_data(dataset):
 @tf_only
 def test_augmentation_is_seeded_and_keeps_shapes():
     args = _args("--synthetic", "64")
-    train, test, _, n = cifar.load_splits(args)
-    first = [next(iter(cifar.pipelines(args, train, test, n)[0]))[0].numpy() for _ in range(2)]
+    train, valid, test, _, n, _ = cifar.load_splits(args)
+    first = [next(iter(cifar.pipelines(args, train, valid, test, n)[0]))[0].numpy()
+             for _ in range(2)]
     other = cifar.parse_args([*TINY, "--synthetic", "64", "--seed", "1"])
-    third = next(iter(cifar.pipelines(other, train, test, n)[0]))[0].numpy()
+    third = next(iter(cifar.pipelines(other, train, valid, test, n)[0]))[0].numpy()
     assert first[0].shape == (16, 32, 32, 3) and first[0].dtype == np.float32
     np.testing.assert_array_equal(first[0], first[1])  # the same seed: the same batch
     assert not np.array_equal(first[0], third)
     # normalized: per-channel statistics of the training images map near mean 0, std 1
-    _, test_ds, _ = cifar.pipelines(args, train, test, n)
+    _, _, test_ds, _ = cifar.pipelines(args, train, valid, test, n)
     x = np.concatenate([b.numpy() for b, _ in test_ds])
     assert abs(x.mean()) < 1.0 and 0.3 < x.std() < 3.0
 
@@ -196,7 +224,11 @@ def _run(tmp_path, *argv):
 
 def _assert_learns_and_records_every_epoch(record, epochs=2):
     assert [e["epoch"] for e in record["epochs"]] == list(range(1, epochs + 1))
-    assert record["steps_per_epoch"] == 320 // 16
+    # 320 training images of --synthetic 400, of which --valid-limit are held out
+    assert record["train_images"] + record["valid_images"] == 320
+    assert record["steps_per_epoch"] == record["train_images"] // 16
+    for e in record["epochs"] + [record["final"]]:  # evaluated every epoch when held out
+        assert (0 <= e["valid_accuracy"] <= 1) == (record["valid_images"] > 0)
     assert record["final"]["test_accuracy"] > 0.3  # ten colour classes: chance is 0.1
     # the training loss fit reports falls (the evaluated one, in inference mode, can be noisy
     # after 40 steps: BatchNormalization's moving statistics are young); at SGD's lr 0.01
@@ -211,7 +243,7 @@ def test_small_run_learns_and_records_every_epoch(tmp_path, optimizer):
     if optimizer == "polyak-sgd" and BACKEND == "jax":
         pytest.skip("polyak-sgd refuses JAX (tested below)")
     record = _run(tmp_path, "--synthetic", "400", "--optimizer", optimizer,
-                  "--lr", "0.01" if "sgd" in optimizer else "0.003")
+                  "--lr", "0.01" if "sgd" in optimizer else "0.003", "--valid-limit", "32")
     _assert_learns_and_records_every_epoch(record)
     assert record["args"]["profile"] == "tiny" and record["args"]["blocks"] == 1
     assert [m["cores"] for m in record["machines"]] == [os.cpu_count()]
@@ -258,11 +290,11 @@ def test_imagenet_profile_reads_fake_tfds_data_and_builds_resnet50_with_l2(tmp_p
                              "--image-size", "32", "--batch-size", "4", "--limit", "8",
                              "--test-limit", "4"])
     with tfds.testing.mock_data(num_examples=8):
-        train, test, classes, n = cifar.load_splits(args)
+        train, valid, test, classes, n, _ = cifar.load_splits(args)
         images = _items(train)
         # resized to 8/7 of the size (256 for 224), then cropped to the size in the pipeline
         assert all(x.shape == (37, 37, 3) and 0 <= y < 1000 for x, y in images)
-        batch, _ = next(iter(cifar.pipelines(args, train, test, n)[0]))
+        batch, _ = next(iter(cifar.pipelines(args, train, valid, test, n)[0]))
     assert classes == 1000 and n == 8 and len(images) == 8 and len(_items(test)) == 4
     assert tuple(batch.shape) == (4, 32, 32, 3)
     model = cifar.build_model(args, classes)

@@ -62,13 +62,13 @@ _STARTED = time.time()  # when this process loaded the harness
 PROFILES = {
     "paper": dict(dataset="cifar10", model="resnet18", width=64, epochs=200, batch_size=128,
                   milestones=(60, 120, 160), lr_decay=0.2, weight_decay=5e-4, limit=0,
-                  test_limit=0, image_size=32, lr=None, k=5, alpha=0.5),
+                  test_limit=0, image_size=32, lr=None, k=5, alpha=0.5, valid_limit=0),
     "cpu": dict(dataset="cifar10", model="resnet18", width=16, epochs=12, batch_size=128,
                 milestones=(4, 7, 10), lr_decay=0.2, weight_decay=5e-4, limit=5000,
                 test_limit=2000, image_size=32, lr=None, k=5, alpha=0.5),
     "cpu-long": dict(dataset="cifar10", model="resnet18", width=16, epochs=20, batch_size=128,
                      milestones=(10, 15, 18), lr_decay=0.2, weight_decay=5e-4, limit=20000,
-                     test_limit=0, image_size=32, lr=None, k=5, alpha=0.5),
+                     test_limit=0, image_size=32, lr=None, k=5, alpha=0.5, valid_limit=5000),
     "imagenet": dict(dataset="imagenet2012", model="resnet50", width=64, epochs=90,
                      batch_size=256, milestones=(30, 60), lr_decay=0.1, weight_decay=1e-4,
                      limit=0, test_limit=0, image_size=224, lr=0.1, k=5, alpha=0.5),
@@ -78,6 +78,7 @@ PROFILES = {
 }
 for _profile in PROFILES.values():
     _profile.setdefault("blocks", 2)
+    _profile.setdefault("valid_limit", 0)
 OPTIMIZERS = ("sgd", "lookahead-sgd", "polyak-sgd", "adamw", "adam", "lookahead-adam")
 DEFAULT_LR = {"sgd": 0.1, "lookahead-sgd": 0.1, "polyak-sgd": 0.1, "adamw": 1e-3, "adam": 1e-3,
               "lookahead-adam": 1e-3}
@@ -100,7 +101,7 @@ def _ints(text):
 
 # What a record written before an argument existed ran with: its value then (benchmarks/_sweep.py
 # compares a record's arguments with those a sweep asks for).
-BEFORE_IT_EXISTED = {}
+BEFORE_IT_EXISTED = {"blocks": 2, "custom_loop": False, "local_workers": 0, "valid_limit": 0}
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -113,6 +114,9 @@ def parse_args(argv=None):
                    help="N noisy images with a colour per class instead of real data (tests)")
     p.add_argument("--limit", type=int, help="training images to use (0: all)")
     p.add_argument("--test-limit", type=int, help="test images to use (0: all)")
+    p.add_argument("--valid-limit", type=int,
+                   help="training images held out as a validation set, never trained on, "
+                        "evaluated every epoch (hyperparameters are chosen on it); 0: none")
     p.add_argument("--model", choices=("resnet18", "resnet50"))
     p.add_argument("--width", type=int, help="ResNet-18's first-stage channels (paper: 64)")
     p.add_argument("--blocks", type=int, help="basic blocks per stage (ResNet-18: 2)")
@@ -152,7 +156,8 @@ def parse_args(argv=None):
         p.error("--dataset imagenet2012: use --profile imagenet (ResNet-50, 224x224)")
     require_counts(p, args, positive=("epochs", "batch_size", "k", "width", "blocks",
                                       "image_size"),
-                   non_negative=("limit", "test_limit", "synthetic", "steps_per_epoch"))
+                   non_negative=("limit", "test_limit", "synthetic", "steps_per_epoch",
+                                 "valid_limit"))
     if args.lr <= 0 or not 0.0 <= args.momentum < 1.0:
         p.error(f"--lr {args.lr} / --momentum {args.momentum}: need lr > 0, 0 <= momentum < 1")
     if not 0.0 < args.lr_decay <= 1.0:
@@ -177,9 +182,24 @@ def _subset(n_total, limit, seed):
     return order[:limit] if limit else order
 
 
+def _train_and_valid(n_total, limit, valid, seed=0):
+    """(training indices, validation indices) of n_total images, disjoint, the same for every
+    seed: of a fixed permutation, the first `limit` train and the next `valid` validate (the
+    training subset is the one a run without validation trains on); with no limit, all but the
+    last `valid` train."""
+    order = _subset(n_total, 0, seed)
+    if valid >= n_total or (limit and limit + valid > n_total):
+        raise SystemExit(f"--valid-limit {valid}: with --limit {limit or 'all'}, more images "
+                         f"than the {n_total} of the training split")
+    if limit:
+        return order[:limit], order[limit:limit + valid]
+    return order[:n_total - valid], order[n_total - valid:]
+
+
 def load_splits(args):
-    """(train, test, classes, training images): tf.data datasets of (uint8 image, int32
-    label), unbatched."""
+    """(train, validation, test, classes, training images, validation images): tf.data
+    datasets of (uint8 image, int32 label), unbatched; validation is None without
+    --valid-limit. The validation images are training-split images the run never trains on."""
     import numpy as np
     import tensorflow as tf
 
@@ -194,12 +214,19 @@ def load_splits(args):
         x = ((noise + 3 * colours[y][:, None, None, :]) // 4).astype(np.uint8)
         split = max(1, int(0.8 * args.synthetic))
         make = tf.data.Dataset.from_tensor_slices
-        return make((x[:split], y[:split])), make((x[split:], y[split:])), classes, split
+        tr, va = _train_and_valid(split, 0, args.valid_limit)
+        tr = np.sort(tr)
+        valid = make((x[np.sort(va)], y[np.sort(va)])) if args.valid_limit else None
+        return (make((x[tr], y[tr])), valid, make((x[split:], y[split:])), classes, len(tr),
+                args.valid_limit)
     if args.data_dir:
         root = local_folder(args.data_dir)
         tr_paths, tr_labels, names = image_folder(root, "train")
         te_paths, te_labels, _ = image_folder(root, "test", names)
-        keep_tr = _subset(len(tr_paths), args.limit, 0)  # the same subset for every seed
+        if args.valid_limit:  # the same subsets for every seed, disjoint
+            keep_tr, keep_va = _train_and_valid(len(tr_paths), args.limit, args.valid_limit)
+        else:
+            keep_tr, keep_va = _subset(len(tr_paths), args.limit, 0), []
         keep_te = _subset(len(te_paths), args.test_limit, 1)
 
         def read(path, label):
@@ -212,8 +239,9 @@ def load_splits(args):
                 ([paths[i] for i in keep], np.asarray(labels, "int32")[keep]))
             return ds.map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
-        return (make(tr_paths, tr_labels, keep_tr), make(te_paths, te_labels, keep_te),
-                len(names), len(keep_tr))
+        valid = make(tr_paths, tr_labels, keep_va) if args.valid_limit else None
+        return (make(tr_paths, tr_labels, keep_tr), valid, make(te_paths, te_labels, keep_te),
+                len(names), len(keep_tr), len(keep_va))
     import tensorflow_datasets as tfds
 
     (train, test), info = tfds.load(args.dataset, split=["train", "validation" if
@@ -222,13 +250,19 @@ def load_splits(args):
                                     as_supervised=True, with_info=True, data_dir=args.tfds_dir,
                                     shuffle_files=False)
     classes = info.features["label"].num_classes
+    valid = None
+    if args.valid_limit:  # held out of the training split: after the limit, or its head
+        if args.limit:
+            valid = train.skip(args.limit).take(args.valid_limit)
+        else:
+            valid, train = train.take(args.valid_limit), train.skip(args.valid_limit)
     if args.limit:
         train = train.take(args.limit)
     n_train = int(train.cardinality())
     if n_train < 0:  # unknown to tf.data (tfds's mock data, say): from the info, or counted
         try:
             n_train = info.splits["train"].num_examples
-            n_train = min(n_train, args.limit) if args.limit else n_train
+            n_train = min(n_train, args.limit) if args.limit else n_train - args.valid_limit
         except KeyError:
             n_train = int(train.reduce(0, lambda n, _: n + 1))
     if args.test_limit:
@@ -240,11 +274,14 @@ def load_splits(args):
             image = tf.image.resize(image, (big, big))
         return tf.cast(image, tf.uint8), tf.cast(label, tf.int32)
 
-    return (train.map(fit_size, num_parallel_calls=tf.data.AUTOTUNE),
-            test.map(fit_size, num_parallel_calls=tf.data.AUTOTUNE), classes, n_train)
+    if valid is not None:
+        valid = valid.map(fit_size, num_parallel_calls=tf.data.AUTOTUNE)
+    return (train.map(fit_size, num_parallel_calls=tf.data.AUTOTUNE), valid,
+            test.map(fit_size, num_parallel_calls=tf.data.AUTOTUNE), classes, n_train,
+            args.valid_limit)
 
 
-def pipelines(args, train, test, n_train):
+def pipelines(args, train, valid, test, n_train):
     """Batched input pipelines: augmentation (CIFAR: 4-pixel zero padding, random crop,
     horizontal flip; ImageNet: random crop of the resized image, flip) and per-channel
     normalization, parallel and prefetched, deterministic for a seed. Small datasets are cached
@@ -279,6 +316,7 @@ def pipelines(args, train, test, n_train):
     static = args.strategy == "tpu"  # XLA on a TPU wants one shape: full batches only
     if not imagenet:
         train, test = train.cache(), test.cache()
+        valid = valid.cache() if valid is not None else None
     fit_ds = (train.shuffle(min(n_train, 10_000 if imagenet else 50_000), seed=args.seed,
                             reshuffle_each_iteration=True)
               .repeat().enumerate()  # a distinct augmentation seed for every draw
@@ -288,7 +326,7 @@ def pipelines(args, train, test, n_train):
         return (ds.map(center, num_parallel_calls=tf.data.AUTOTUNE)
                 .batch(args.batch_size, drop_remainder=static).prefetch(tf.data.AUTOTUNE))
 
-    return fit_ds, plain(test), plain(train)
+    return fit_ds, plain(valid) if valid is not None else None, plain(test), plain(train)
 
 
 # -- model -----------------------------------------------------------------------------------------
@@ -378,7 +416,7 @@ def build_optimizer(args, steps_per_epoch):
 
 # -- evaluation on the weights a method reports ------------------------------------------------
 
-def make_callbacks(args, model, test, train_eval, record, evaluate):
+def make_callbacks(args, model, valid, test, train_eval, record, evaluate):
     """`evaluate(dataset)` returns [loss, accuracy] on the weights the model holds."""
     import keras
 
@@ -393,7 +431,8 @@ def make_callbacks(args, model, test, train_eval, record, evaluate):
         polyak = PolyakAverage(model, args.polyak_start)
 
     class EpochEnd(keras.callbacks.Callback):
-        """Evaluates test and training sets on the reported weights; records the epoch."""
+        """Evaluates validation, test and training sets on the reported weights; records the
+        epoch."""
 
         def on_epoch_begin(self, epoch, logs=None):
             self.epoch, self.start = epoch, time.perf_counter()
@@ -406,15 +445,20 @@ def make_callbacks(args, model, test, train_eval, record, evaluate):
             seconds = time.perf_counter() - self.start
             context = polyak.swapped_in() if polyak else contextlib.nullcontext()
             with context:  # Lookahead: SwapSlowWeights, listed before, put the slow ones in
+                valid_loss, valid_acc = (evaluate(valid) if valid is not None
+                                         else (float("nan"),) * 2)
                 test_loss, test_acc = evaluate(test)
                 train_loss, train_acc = (float("nan"),) * 2
                 if not args.no_train_eval:
                     train_loss, train_acc = evaluate(train_eval)
-            entry = {"epoch": epoch + 1, "seconds": seconds, "test_loss": test_loss,
+            entry = {"epoch": epoch + 1, "seconds": seconds, "valid_loss": valid_loss,
+                     "valid_accuracy": valid_acc, "test_loss": test_loss,
                      "test_accuracy": test_acc, "train_loss": train_loss,
                      "train_accuracy": train_acc, "fit_loss": float(logs.get("loss", "nan"))}
             record["epochs"].append(entry)
             if args.verbose:
+                if valid is not None:
+                    print(f"  epoch {epoch + 1}: validation accuracy {valid_acc:.4f}")
                 print(f"  epoch {epoch + 1}: test accuracy {test_acc:.4f}, test loss "
                       f"{test_loss:.4f}, train loss {train_loss:.4f} (evaluated weights)")
 
@@ -432,8 +476,8 @@ def run(args):
 
     dist = _distribute.make(args, global_batch=args.batch_size)
     keras.utils.set_random_seed(args.seed)
-    train, test, classes, n_train = load_splits(args)
-    fit_ds, test_ds, train_eval = pipelines(args, train, test, n_train)
+    train, valid, test, classes, n_train, n_valid = load_splits(args)
+    fit_ds, valid_ds, test_ds, train_eval = pipelines(args, train, valid, test, n_train)
     steps = n_train // args.batch_size
     if args.steps_per_epoch:
         steps = min(steps, args.steps_per_epoch)
@@ -446,7 +490,8 @@ def run(args):
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                       metrics=["accuracy"], jit_compile=args.jit_compile or "auto")
     record = {"args": {k: v for k, v in vars(args).items()}, "classes": classes,
-              "train_images": n_train, "steps_per_epoch": steps, "epochs": [],
+              "train_images": n_train, "valid_images": n_valid, "steps_per_epoch": steps,
+              "epochs": [],
               "params": int(sum(math.prod(v.shape) for v in model.trainable_variables))}
     h.record_machine(record)
     print(f"{args.optimizer} (lr {args.lr}, seed {args.seed}) on {n_train} images, "
@@ -458,14 +503,15 @@ def run(args):
             from_logits=True), accuracy=True, jit_compile=args.jit_compile,
             checkpoint_dir=args.checkpoint_dir)
         loop.fit(fit_ds, args.epochs, steps, verbose=args.verbose, callbacks=make_callbacks(
-            args, model, test_ds, train_eval, record, loop.evaluate))
+            args, model, valid_ds, test_ds, train_eval, record, loop.evaluate))
     else:
         model.fit(fit_ds, epochs=args.epochs, steps_per_epoch=steps, verbose=args.verbose,
                   shuffle=False,  # the pipeline shuffles
-                  callbacks=make_callbacks(args, model, test_ds, train_eval, record,
+                  callbacks=make_callbacks(args, model, valid_ds, test_ds, train_eval, record,
                                            lambda ds: model.evaluate(ds, verbose=0)))
     final = record["epochs"][-1]
-    record["final"] = {k: final[k] for k in ("test_accuracy", "test_loss", "train_loss")}
+    record["final"] = {k: final[k] for k in ("valid_accuracy", "valid_loss", "test_accuracy",
+                                             "test_loss", "train_loss")}
     record["wall_seconds"] = time.time() - _STARTED  # the whole run: imports, data, evaluations
     if args.out and dist.is_chief:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
