@@ -463,3 +463,96 @@ def test_the_long_cpu_profile_and_its_own_report(tmp_path):
                 str(tmp_path)])
     assert "| reset | 50.00 |" in (tmp_path / "cifar_cpu_long.md").read_text()
     assert (tmp_path / "cifar_cpu_long.json").exists() and not (tmp_path / "cifar.md").exists()
+
+
+def _c1_write(folder, opt, config, seed, valid, test):
+    """A finished run of App. C.1's protocol, as train.py writes it, with chosen accuracies."""
+    from benchmarks.cifar import run as sweep
+
+    name, extra = sweep.c1_run(opt, config, seed)
+    args = vars(cifar.parse_args([*TINY, "--synthetic", "96", "--valid-limit", "16", *extra]))
+    final = {"valid_accuracy": valid, "valid_loss": 1.0, "test_accuracy": test,
+             "test_loss": 1.0, "train_loss": float("nan")}
+    epoch = {"epoch": 1, "seconds": 1.0, "train_accuracy": float("nan"), "fit_loss": 2.0,
+             **final}
+    record = {"args": args, "classes": 10, "train_images": 60, "valid_images": 16,
+              "steps_per_epoch": 3, "epochs": [epoch], "params": 1234, "final": final}
+    (folder / f"{name}.json").write_text(json.dumps(record))
+    return args
+
+
+@pytest.mark.backend_independent  # made-up records: the same on every backend
+def test_app_c1_protocol_chooses_on_validation_stage_by_stage_and_reports_test_for_choices(
+        tmp_path):
+    from benchmarks.cifar import run as sweep
+
+    folder = tmp_path / "cifar" / "runs" / "tiny"
+    folder.mkdir(parents=True)
+
+    def names(runs):
+        return [n for n, _ in runs]
+
+    def load():
+        return sweep.load_runs(str(tmp_path), "tiny")
+
+    first = sweep.c1_runs({}, 2)
+    assert len(first) == 9 and all(n.startswith("c1-sgd-") and n.endswith("-s0")
+                                   for n in names(first))
+    # SGD's grid: lr 0.1 with decay 1e-3 validates best (80 %); test accuracies that differ,
+    # none of which may appear in the report but the chosen one's
+    for i, (lr, wd) in enumerate((lr, wd) for lr in ("0.05", "0.1", "0.2")
+                                 for wd in ("3e-4", "1e-3", "3e-3")):
+        best = (lr, wd) == ("0.1", "1e-3")
+        _c1_write(folder, "sgd", {"lr": lr, "wd": wd}, 0, 0.80 if best else 0.70 + i / 1000,
+                  0.90 if best else 0.7771 + i / 10000)
+    la = sweep.c1_runs(load(), 2)
+    assert len(la) == 8 and la[0] == (
+        "c1-lookahead-sgd-lr0.1-wd1e-3-k5-a0.5-s0",
+        ["--optimizer", "lookahead-sgd", "--lr", "0.1", "--seed", "0", "--weight-decay",
+         "1e-3", "--k", "5", "--alpha", "0.5", "--inner-state", "reset"])
+    # Lookahead(SGD): lr 0.2, k 10, α 0.8 best, at the far edge of every dimension
+    for lr in ("0.1", "0.2"):
+        for k in ("5", "10"):
+            for alpha in ("0.5", "0.8"):
+                best = (lr, k, alpha) == ("0.2", "10", "0.8")
+                _c1_write(folder, "lookahead-sgd", {"lr": lr, "wd": "1e-3", "k": k,
+                                                    "alpha": alpha}, 0,
+                          0.82 if best else 0.75, 0.91 if best else 0.6661)
+    assert names(sweep.c1_runs(load(), 2)) == [
+        "c1-sgd-lr0.1-wd1e-3-s1", "c1-lookahead-sgd-lr0.2-wd1e-3-k10-a0.8-s1"]
+    _c1_write(folder, "sgd", {"lr": "0.1", "wd": "1e-3"}, 1, 0.79, 0.92)
+    _c1_write(folder, "lookahead-sgd", {"lr": "0.2", "wd": "1e-3", "k": "10", "alpha": "0.8"},
+              1, 0.81, 0.95)
+    nxt = names(sweep.c1_runs(load(), 2))
+    assert len(nxt) == 9 and all(n.startswith("c1-adamw-") for n in nxt)  # the next stage
+    assert "--adamw-weight-decay" in sweep.c1_run("adamw", {"lr": "1e-3", "wd": "0.3"}, 0)[1]
+
+    sweep.main(["--profile", "tiny", "--suite", "protocol", "--seeds", "2", "--report",
+                "--out", str(tmp_path)])
+    report = (tmp_path / "cifar.md").read_text()
+    assert "| SGD | lr | 0.05, 0.1, 0.2 | 0.03, 0.05, 0.1, 0.2, 0.3 |" in report
+    assert "| lr 0.1, decay 1e-3 | 80.00 **chosen** |" in report
+    assert "| lr 0.2, decay 1e-3, k 10, α 0.8 | 82.00 **chosen** |" in report
+    assert "edge of the grid in lr, k, alpha" in report
+    assert "**Not finished**: the sweep's next stage has 9 runs" in report
+    # test accuracy for the chosen ones only; paired: +1.00 and +3.00 points
+    assert ("| SGD | lr 0.1, decay 1e-3 | 2 | 91.00 ± 1.41 | 90.00, 92.00 | 95.23 ± .19 |"
+            in report)
+    assert ("- Lookahead(SGD), momentum reset − SGD: +2.00 ± 1.41 points (2 of 2 seeds "
+            "higher; per seed +1.00, +3.00)") in report
+    assert "77.7" not in report and "66.61" not in report
+    protocol = json.loads((tmp_path / "cifar.json").read_text())["protocol"]
+    assert protocol["lookahead-sgd - sgd"] == pytest.approx([1.0, 3.0])
+
+
+def test_lookahead_adamw_decays_decoupled_and_adds_no_l2():
+    import keras
+
+    args = cifar.parse_args([*TINY, "--optimizer", "lookahead-adamw", "--lr", "3e-4",
+                             "--adamw-weight-decay", "0.3", "--k", "10", "--alpha", "0.8"])
+    opt = cifar.build_optimizer(args, 10)
+    inner = opt.inner_optimizer
+    assert isinstance(inner, keras.optimizers.AdamW) and inner.weight_decay == 0.3
+    assert (opt.sync_period, opt.slow_step_size) == (10, 0.8)
+    model = cifar.build_model(args, 10)
+    assert all(getattr(layer, "kernel_regularizer", None) is None for layer in model.layers)

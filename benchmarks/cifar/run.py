@@ -18,6 +18,18 @@ Suites:
 - robustness: inner learning rate {0.1, 0.2, 0.3} and momentum {0.9, 0.95, 0.98} for SGD and
   Lookahead(SGD) (Fig. 8); Lookahead(SGD) at k in {5, 10} x alpha in {0.5, 0.8} (Fig. 9).
 - inner-state: Lookahead(SGD) with maintain, interpolate and reset (App. C.5).
+- all: the three above.
+- protocol: App. C.1 as the paper tunes it (run apart from 'all': about 43 runs on cpu-long).
+  SGD (momentum 0.9) over rate x L2 weight decay and AdamW over rate x decoupled decay;
+  Lookahead(SGD) with momentum reset over inner rate x k x alpha at SGD's chosen decay,
+  Polyak(SGD) over the rate at SGD's decay, Lookahead(AdamW) over k x alpha at AdamW's chosen
+  rate and decay; each chosen by its final validation accuracy on seed 0 (--valid-limit images
+  held out of training: 5,000 on cpu-long), then --seeds seeds of each choice. The grids are
+  App. C.1's trimmed alike (C1_GRIDS says how); the report gives both and the test accuracy of
+  the chosen configurations only.
+
+    python -m benchmarks.cifar.run --profile cpu-long --suite protocol \
+        --data-dir ../shared/data/cifar10_jpeg.tar.gz
 """
 
 import argparse
@@ -81,9 +93,103 @@ def runs_for(suite, seeds, all_optimizers=False):
     return runs
 
 
+# App. C.1's grids, trimmed alike to fit 2 cores (each about to three values a dimension; the
+# report gives both): SGD's rate {0.03, 0.05, 0.1, 0.2, 0.3} to its middle three; AdamW's decay
+# {0.1, 0.3, 1, 3} without 3; Lookahead's α {0.2, 0.5, 0.8} to the paper's own hint
+# {0.5, 0.8}; Polyak's rates to SGD's three. (method: ((dimension, values, the paper's), ...))
+C1_GRIDS = {
+    "sgd": (("lr", ("0.05", "0.1", "0.2"), "0.03, 0.05, 0.1, 0.2, 0.3"),
+            ("wd", ("3e-4", "1e-3", "3e-3"), "3e-4, 1e-3, 3e-3")),
+    "adamw": (("lr", ("3e-4", "1e-3", "3e-3"), "3e-4, 1e-3, 3e-3"),
+              ("wd", ("0.1", "0.3", "1"), "0.1, 0.3, 1, 3")),
+    "lookahead-sgd": (("lr", ("0.1", "0.2"), "0.1, 0.2"), ("k", ("5", "10"), "5, 10"),
+                      ("alpha", ("0.5", "0.8"), "0.2, 0.5, 0.8")),
+    "lookahead-adamw": (("k", ("5", "10"), "–"), ("alpha", ("0.5", "0.8"), "–")),
+    "polyak-sgd": (("lr", ("0.05", "0.1", "0.2"), "0.05 … 0.5"),),
+}
+# where each method's values of the other dimensions come from: its inner optimizer's choice
+C1_FROM = {"lookahead-sgd": ("sgd", ("wd",)), "polyak-sgd": ("sgd", ("wd",)),
+           "lookahead-adamw": ("adamw", ("lr", "wd"))}
+# the order of the stages, the paper's central comparison first: a method's grid, or the seeds
+# of the chosen configurations of a group of methods
+C1_ORDER = (("grid", ("sgd",)), ("grid", ("lookahead-sgd",)), ("seeds", ("sgd", "lookahead-sgd")),
+            ("grid", ("adamw",)), ("grid", ("lookahead-adamw",)),
+            ("seeds", ("adamw", "lookahead-adamw")), ("grid", ("polyak-sgd",)),
+            ("seeds", ("polyak-sgd",)))
+C1_METHODS = ("sgd", "lookahead-sgd", "adamw", "lookahead-adamw", "polyak-sgd")
+C1_PAIRS = (("lookahead-sgd", "sgd"), ("lookahead-adamw", "adamw"), ("polyak-sgd", "sgd"))
+C1_LABELS = {"sgd": "SGD", "adamw": "AdamW", "lookahead-sgd": "Lookahead(SGD), momentum reset",
+             "lookahead-adamw": "Lookahead(AdamW)", "polyak-sgd": "Polyak(SGD)"}
+C1_PAPER = {"sgd": "95.23 ± .19", "adamw": "94.84 ± .16", "lookahead-sgd": "95.27 ± .06",
+            "polyak-sgd": "95.26 ± .04", "lookahead-adamw": "–"}
+
+
+def c1_run(opt, config, seed):
+    """(name, extra arguments) of a run of App. C.1's protocol; `config`: {dimension: value}."""
+    tags = "-".join(f"{'a' if d == 'alpha' else d}{config[d]}" for d in ("lr", "wd", "k", "alpha")
+                    if d in config)
+    extra = ["--optimizer", opt, "--lr", config["lr"], "--seed", str(seed)]
+    extra += ["--adamw-weight-decay" if opt.endswith("adamw") else "--weight-decay", config["wd"]]
+    if opt.startswith("lookahead"):
+        extra += ["--k", config["k"], "--alpha", config["alpha"]]
+    if opt == "lookahead-sgd":
+        extra += ["--inner-state", "reset"]  # App. C.1
+    return f"c1-{opt}-{tags}-s{seed}", extra
+
+
+def c1_grid(opt, chosen):
+    """The configurations of `opt`'s grid, given the choices of the methods it builds on
+    ({method: config}); None while those are not made."""
+    fixed = {}
+    if opt in C1_FROM:
+        base, dims = C1_FROM[opt]
+        if base not in chosen:
+            return None
+        fixed = {d: chosen[base][d] for d in dims}
+    configs = [dict(fixed)]
+    for dim, values, _ in C1_GRIDS[opt]:
+        configs = [{**c, dim: v} for c in configs for v in values]
+    return configs
+
+
+def c1_search(runs):
+    """({method: its chosen config}, {method: its grid configs with their records}): a method's
+    choice is its grid's best final validation accuracy on seed 0 (ties: the first), made once
+    every point of its grid has run."""
+    chosen, grids = {}, {}
+    for opt in C1_METHODS:  # each after the one it builds on
+        configs = c1_grid(opt, chosen)
+        if configs is None:
+            continue
+        points = [(c, runs.get(c1_run(opt, c, 0)[0])) for c in configs]
+        grids[opt] = points
+        if all(r for _, r in points):
+            chosen[opt] = max(points, key=lambda p: p[1]["final"]["valid_accuracy"])[0]
+    return chosen, grids
+
+
+def c1_runs(runs, seeds):
+    """The next stage's runs not finished: a grid, then (its methods chosen) their seeds."""
+    chosen, grids = c1_search(runs)
+    for kind, methods in C1_ORDER:
+        if kind == "grid":
+            todo = [c1_run(opt, c, 0) for opt in methods for c, r in grids.get(opt, [])
+                    if not r]
+        else:
+            todo = [c1_run(opt, chosen[opt], s) for s in range(1, seeds) for opt in methods
+                    if opt in chosen]
+            todo = [t for t in todo if t[0] not in runs]
+        if todo:
+            return todo
+        if any(opt not in chosen for opt in methods):
+            return []  # waits for a choice that waits for runs
+    return []
+
+
 def run_all(args):
     suites = ["main", "robustness", "inner-state"] if args.suite == "all" else [args.suite]
-    runs = [r for s in suites for r in runs_for(s, args.seeds, args.all_optimizers)]
+    runs = [r for s in suites if s != "protocol"
+            for r in runs_for(s, args.seeds, args.all_optimizers)]
     folder = os.path.join(args.out, "cifar", "runs", args.profile)
     os.makedirs(folder, exist_ok=True)
     common = ["--profile", args.profile, "--verbose", "2"]
@@ -93,12 +199,23 @@ def run_all(args):
     def summary(name):
         with open(os.path.join(folder, f"{name}.json")) as f:
             final = json.load(f)["final"]
-        return f"test accuracy {final['test_accuracy']:.4f}, train loss {final['train_loss']:.4f}"
+        valid = final.get("valid_accuracy", float("nan"))
+        return ((f"validation accuracy {valid:.4f}, " if valid == valid else "")
+                + f"test accuracy {final['test_accuracy']:.4f}, train loss "
+                f"{final['train_loss']:.4f}")
 
-    run_sweep(runs, lambda name, extra: ["-m", TRAIN, *common, *extra, "--out",
-                                         os.path.join(folder, f"{name}.json")],
-              lambda name: os.path.join(folder, f"{name}.json"), summary, folder, h.ROOT,
-              parse=train.parse_args, before=train.BEFORE_IT_EXISTED)
+    def sweep(runs):
+        run_sweep(runs, lambda name, extra: ["-m", TRAIN, *common, *extra, "--out",
+                                             os.path.join(folder, f"{name}.json")],
+                  lambda name: os.path.join(folder, f"{name}.json"), summary, folder, h.ROOT,
+                  parse=train.parse_args, before=train.BEFORE_IT_EXISTED)
+
+    if args.suite == "protocol":
+        # App. C.1, stage by stage: a grid, the choice on validation, the chosen one's seeds
+        while pending := c1_runs(load_runs(args.out, args.profile), args.seeds):
+            sweep(pending)
+        return
+    sweep(runs)
 
 
 # -- report ------------------------------------------------------------------------------------
@@ -251,6 +368,85 @@ def _flattening(groups):
             "points.", ""]
 
 
+def _config_text(config):
+    names = {"lr": "lr", "wd": "decay", "k": "k", "alpha": "α"}
+    return ", ".join(f"{names[d]} {config[d]}" for d in ("lr", "wd", "k", "alpha") if d in config)
+
+
+def _protocol(runs, seeds):
+    """App. C.1's protocol: (the report's lines, its .json summary)."""
+    if not any(n.startswith("c1-") for n in runs):
+        return [], {}
+    chosen, grids = c1_search(runs)
+    lines = ["## App. C.1's protocol: every method tuned, chosen on validation", "",
+             "Each method runs its grid on seed 0; the configuration of best final validation "
+             "accuracy (training images held out of training) is chosen, and runs "
+             f"{seeds} seeds; test accuracy is read for the chosen configurations only. "
+             "SGD's decay is L2 (gradient += decay × w); AdamW's is decoupled; Lookahead(SGD) "
+             "resets the momentum at every sync (App. C.1). The grids, App. C.1's trimmed alike "
+             "to fit two CPU cores:", "",
+             "| method | dimension | ours | the paper's |", "|---|---|---|---|"]
+    for opt, dims in C1_GRIDS.items():
+        base = f" (at {C1_LABELS[C1_FROM[opt][0]]}'s chosen " + \
+            " and ".join(C1_FROM[opt][1]) + ")" if opt in C1_FROM else ""
+        for dim, values, paper in dims:
+            lines.append(f"| {C1_LABELS[opt]}{base} | {dim} | {', '.join(values)} | {paper} |")
+    lines.append("")
+    pending = c1_runs(runs, seeds)
+    if pending:
+        lines += [f"**Not finished**: the sweep's next stage has {len(pending)} run"
+                  f"{'s' if len(pending) > 1 else ''} to go ({', '.join(n for n, _ in pending)}); "
+                  "later stages wait for its choices.", ""]
+    for opt, points in grids.items():
+        lines += [f"### {C1_LABELS[opt]}: validation accuracy %, seed 0", "",
+                  "| configuration | validation accuracy % |", "|---|---|"]
+        for config, r in points:
+            mark = " **chosen**" if chosen.get(opt) == config else ""
+            cell = (f"{100 * r['final']['valid_accuracy']:.2f}{mark}" if r else "not run yet")
+            lines.append(f"| {_config_text(config)} | {cell} |")
+        if opt in chosen:
+            ends = [dim for dim, values, _ in C1_GRIDS[opt] if len(values) > 1
+                    and chosen[opt][dim] in (values[0], values[-1])]
+            if ends:
+                lines += ["", "The choice lies at an edge of the grid in " + ", ".join(ends)
+                          + ": a value beyond it was not tried."]
+        lines.append("")
+    summary, results = {}, {}
+    for opt, config in chosen.items():
+        recs = [runs.get(c1_run(opt, config, s)[0]) for s in range(seeds)]
+        results[opt] = recs
+        done = [r for r in recs if r]
+        acc = mean_std(100 * r["final"]["test_accuracy"] for r in done)
+        summary[opt] = {"config": config, "seeds": len(done),
+                        "test_accuracy": [100 * r["final"]["test_accuracy"] for r in done],
+                        "test_accuracy_mean": acc[0], "test_accuracy_std": acc[1]}
+    if results:
+        lines += ["### The chosen configurations, on the test set", "",
+                  "| method | configuration | seeds | test accuracy % (mean ± std) | per seed | "
+                  "paper, Table 1 (CIFAR-10, 200 epochs) |", "|---|---|---|---|---|---|"]
+        for opt in results:
+            s = summary[opt]
+            lines.append(f"| {C1_LABELS[opt]} | {_config_text(s['config'])} | {s['seeds']} | "
+                         f"{s['test_accuracy_mean']:.2f} ± {s['test_accuracy_std']:.2f} | "
+                         + ", ".join(f"{a:.2f}" for a in s["test_accuracy"])
+                         + f" | {C1_PAPER[opt]} |")
+        lines += ["", "Paired by seed (the same initial weights, data order and augmentation):",
+                  ""]
+        for a, b in C1_PAIRS:
+            if a not in results or b not in results:
+                continue
+            diffs = [100 * (x["final"]["test_accuracy"] - y["final"]["test_accuracy"])
+                     for x, y in zip(results[a], results[b]) if x and y]
+            if diffs:
+                m, sd = mean_std(diffs)
+                lines.append(f"- {C1_LABELS[a]} − {C1_LABELS[b]}: {m:+.2f} ± {sd:.2f} points "
+                             f"({sum(d > 0 for d in diffs)} of {len(diffs)} seeds higher; per "
+                             "seed " + ", ".join(f"{d:+.2f}" for d in diffs) + ")")
+                summary[f"{a} - {b}"] = diffs
+        lines.append("")
+    return lines, summary
+
+
 def write_report(args):
     name = REPORT_NAMES.get(args.profile, "cifar")
     runs = load_runs(args.out, args.profile)
@@ -275,6 +471,8 @@ def write_report(args):
              "the slow weights; App. C.1).", "",
              f"Per-run records (every epoch) are in `cifar/runs/{args.profile}/`; "
              f"`{name}.json` has the final numbers.", ""]
+    protocol, protocol_summary = _protocol(runs, args.seeds)
+    lines += protocol
     summary = {}
     if groups:
         main = [n for n, _ in runs_for("main", args.seeds, args.all_optimizers)]
@@ -327,7 +525,7 @@ def write_report(args):
     with open(os.path.join(args.out, f"{name}.md"), "w") as f:
         f.write("\n".join(lines))
     h.write_json(os.path.join(args.out, f"{name}.json"), {
-        "profile": args.profile, "summary": summary,
+        "profile": args.profile, "summary": summary, "protocol": protocol_summary,
         "runs": {n: {"args": r["args"], "final": r["final"]} for n, r in runs.items()}})
     h.progress(f"wrote {os.path.join(args.out, name + '.md')}")
 
@@ -336,7 +534,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--profile", default="cpu", choices=("cpu", "cpu-long", "paper", "tiny"))
     p.add_argument("--suite", default="main", choices=("main", "robustness", "inner-state",
-                                                       "all"))
+                                                       "all", "protocol"))
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--all-optimizers", action="store_true",
                    help="main suite: add polyak-sgd and adamw")

@@ -29,7 +29,8 @@ Profiles (every value can be overridden from the command line):
   30 and 60 of 90 (--milestones 30,48,58 --epochs 60 for the paper's aggressive schedule),
   k=5, alpha=0.5, tfds imagenet2012 (which needs the manual download tfds describes).
 
-Optimizers (App. C.1): sgd (momentum), lookahead-sgd, polyak-sgd, adamw, adam, lookahead-adam.
+Optimizers (App. C.1): sgd (momentum), lookahead-sgd, polyak-sgd, adamw, adam, lookahead-adam,
+lookahead-adamw (decoupled --adamw-weight-decay, no L2, like adamw).
 polyak-sgd is SGD whose evaluation uses the uniform (Polyak-Ruppert) average of the weights
 after every step from --polyak-start on (default: the first learning-rate decay), not an
 exponential moving average.
@@ -79,8 +80,10 @@ PROFILES = {
 for _profile in PROFILES.values():
     _profile.setdefault("blocks", 2)
     _profile.setdefault("valid_limit", 0)
-OPTIMIZERS = ("sgd", "lookahead-sgd", "polyak-sgd", "adamw", "adam", "lookahead-adam")
+OPTIMIZERS = ("sgd", "lookahead-sgd", "polyak-sgd", "adamw", "adam", "lookahead-adam",
+              "lookahead-adamw")
 DEFAULT_LR = {"sgd": 0.1, "lookahead-sgd": 0.1, "polyak-sgd": 0.1, "adamw": 1e-3, "adam": 1e-3,
+              "lookahead-adamw": 1e-3,
               "lookahead-adam": 1e-3}
 STATS = {  # per-channel mean and std of the training images
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
@@ -366,7 +369,7 @@ def build_model(args, classes):
     import keras
 
     keras.utils.set_random_seed(args.seed)
-    l2 = 0.0 if args.optimizer == "adamw" else args.weight_decay
+    l2 = 0.0 if args.optimizer.endswith("adamw") else args.weight_decay
     if args.model == "resnet50":
         model = keras.applications.ResNet50(weights=None, classes=classes,
                                             input_shape=(args.image_size, args.image_size, 3),
@@ -404,7 +407,7 @@ def build_optimizer(args, steps_per_epoch):
     name = args.optimizer
     if name.endswith("sgd"):
         inner = keras.optimizers.SGD(lr, momentum=args.momentum)
-    elif name == "adamw":  # decoupled decay, Keras's default coefficient
+    elif name.endswith("adamw"):  # decoupled decay
         inner = keras.optimizers.AdamW(lr, weight_decay=args.adamw_weight_decay)
     else:
         inner = keras.optimizers.Adam(lr)
