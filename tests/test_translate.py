@@ -302,3 +302,68 @@ def test_two_mirrored_replicas_with_the_custom_loop_train_like_one_device(tmp_pa
     np.testing.assert_allclose([e["val_loss"] for e in two["epochs"]],
                                [e["val_loss"] for e in one["epochs"]], rtol=0.03)
     assert two["curve"][-1][1] < 0.5 * two["curve"][0][1]
+
+
+@pytest.mark.slow
+def test_validation_bleu_every_epoch_the_plateau_rule_and_an_exact_resume(tmp_path):
+    folder = _write_corpus(tmp_path / "text", repeat=16)
+
+    def train(run_dir, *extra):
+        import keras
+
+        keras.backend.clear_session()
+        translate.main(_tiny_argv(folder, run_dir, "lookahead-adam", "--valid-bleu", "1",
+                                  *extra))
+        return json.loads((run_dir / "record.json").read_text())
+
+    full = train(tmp_path / "full")  # 2 epochs
+    assert [e["epoch"] for e in full["epochs"]] == [1, 2]
+    assert all(0 <= e["valid_bleu"] <= 100 + 1e-9 for e in full["epochs"])
+    best = max(range(2), key=lambda i: full["epochs"][i]["valid_bleu"])
+    assert full["best_epoch"] == best + 1 and full["valid_bleu"] == full["epochs"][best][
+        "valid_bleu"] and full["stopped"] == "epoch cap (2)"
+    # stopped after epoch 1 (its checkpoint written), then resumed: the same epoch 2 exactly
+    part = tmp_path / "part"
+    record = train(part, "--epochs", "1")
+    for key in ("bleu", "best_epoch", "valid_bleu", "stopped", "samples"):
+        record.pop(key)
+    (part / "record.json").write_text(json.dumps(record))
+    resumed = train(part, "--resume")
+    assert [e["loss"] for e in resumed["epochs"]] == [e["loss"] for e in full["epochs"]]
+    assert resumed["curve"] == full["curve"] and resumed["bleu"] == full["bleu"]
+    # the plateau rule: as if epoch 1 had scored above any BLEU (101; sacreBLEU's 100 can
+    # round to 100.00000000000004 on this memorized corpus), the run stops after
+    # --stop-patience epochs without a better one and tests epoch 1's weights
+    record = json.loads((part / "record.json").read_text())
+    for key in ("bleu", "best_epoch", "valid_bleu", "stopped", "samples"):
+        record.pop(key)
+    record["epochs"] = record["epochs"][:1]
+    record["epochs"][0]["valid_bleu"] = 101.0
+    record["args"]["stop_patience"] = 1  # a run made with the rule (it may not change)
+    (part / "record.json").write_text(json.dumps(record))
+    stopped = train(part, "--resume", "--epochs", "9", "--stop-patience", "1")
+    assert len(stopped["epochs"]) == 2 and stopped["stopped"] == "plateau"
+    assert stopped["best_epoch"] == 1 and not stopped["epochs"][-1]["improved"]
+
+
+def test_resumes_and_plateau_arguments_are_checked(tmp_path, capsys):
+    folder = _write_corpus(tmp_path / "text", repeat=2)
+    with pytest.raises(SystemExit):
+        translate.parse_args(["--profile", "cpu", "--stop-patience", "2"])
+    assert "--stop-patience 2: the plateau rule reads the validation BLEU" in \
+        capsys.readouterr().err
+    long = translate.parse_args(["--profile", "cpu-long"])
+    assert (long.epochs, long.stop_patience, long.valid_bleu) == (40, 3, 1)
+    with pytest.raises(SystemExit, match="has no record.json"):
+        translate.main(_tiny_argv(folder, tmp_path / "none", "adam", "--resume"))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    args = vars(translate.parse_args(_tiny_argv(folder, run_dir, "adam")))
+    (run_dir / "record.json").write_text(json.dumps({"args": args, "epochs": [],
+                                                     "checkpoint": "epoch1.weights.h5"}))
+    with pytest.raises(SystemExit, match=r"--lr 0.04 \(now 0.02\)"):
+        translate.main(_tiny_argv(folder, run_dir, "adam", "--resume", "--lr", "0.02"))
+    with pytest.raises(SystemExit, match="checkpoint 'epoch1.weights.h5' of the run"):
+        translate.main(_tiny_argv(folder, run_dir, "adam", "--resume"))
+    with pytest.raises(SystemExit, match="holds a run already"):
+        translate.main(_tiny_argv(folder, run_dir, "adam"))
