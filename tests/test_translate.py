@@ -367,3 +367,60 @@ def test_resumes_and_plateau_arguments_are_checked(tmp_path, capsys):
         translate.main(_tiny_argv(folder, run_dir, "adam", "--resume"))
     with pytest.raises(SystemExit, match="holds a run already"):
         translate.main(_tiny_argv(folder, run_dir, "adam"))
+
+
+@pytest.mark.backend_independent  # made-up records
+def test_plateau_sweep_runs_the_pilot_then_the_grid_then_the_chosen_seeds(tmp_path):
+    from benchmarks.nmt import run as sweep
+
+    folder = tmp_path / "nmt" / "runs" / "cpu-long"
+
+    def add(name, extra, valid, test):
+        args = vars(translate.parse_args(["--profile", "cpu-long", "--data-dir", "x", *extra]))
+        epochs = [{"epoch": i + 1, "loss": 3.0 - i, "val_loss": 3.0, "seconds": 60.0,
+                   "valid_bleu": valid - 2 + i, "improved": True} for i in range(3)]
+        record = {"args": args, "train_pairs": 29000, "steps_per_epoch": 453, "params": 1234,
+                  "curve": [], "epochs": epochs, "valid_bleu": valid, "best_epoch": 3,
+                  "stopped": "plateau", "bleu": test, "samples": []}
+        (folder / name).mkdir(parents=True)
+        (folder / name / "record.json").write_text(json.dumps(record))
+
+    def names(runs):
+        return [n for n, _ in runs]
+
+    assert names(sweep.c4_runs({}, 2)) == ["p-adam-s0", "p-lookahead-adam-lr0.04-k10-s0"]
+    add("p-adam-s0", ["--optimizer", "adam", "--seed", "0"], 30.0, 29.0)
+    add("p-lookahead-adam-lr0.04-k10-s0", ["--optimizer", "lookahead-adam", "--lr", "0.04",
+                                           "--k", "10"], 31.0, 33.33)
+    args = argparse.Namespace(out=str(tmp_path), profile="cpu-long")
+    second = names(sweep.c4_runs(sweep.load_records(args), 2))
+    assert second[0] == "p-adafactor-s0" and len(second) == 6
+    add("p-adafactor-s0", ["--optimizer", "adafactor"], 25.0, 24.0)
+    # the grid: lr 0.06, k 5 validates best (32); its test BLEU 28.0 is the one reported
+    for lr, k, valid, test in (("0.02", "5", 28.0, 27.7), ("0.02", "10", 29.0, 27.1),
+                               ("0.04", "5", 30.5, 26.6), ("0.06", "5", 32.0, 28.0),
+                               ("0.06", "10", 27.0, 25.5)):
+        add(f"p-lookahead-adam-lr{lr}-k{k}-s0", ["--optimizer", "lookahead-adam", "--lr", lr,
+                                                 "--k", k], valid, test)
+    assert names(sweep.c4_runs(sweep.load_records(args), 2)) == [
+        "p-adam-s1", "p-adafactor-s1", "p-lookahead-adam-lr0.06-k5-s1"]
+    # seed 1: Adam 27, Adafactor 25, Lookahead 29: paired −1 and +2 against Adam, +4 and +4
+    add("p-adam-s1", ["--optimizer", "adam", "--seed", "1"], 30.0, 27.0)
+    add("p-adafactor-s1", ["--optimizer", "adafactor", "--seed", "1"], 25.0, 25.0)
+    add("p-lookahead-adam-lr0.06-k5-s1", ["--optimizer", "lookahead-adam", "--lr", "0.06",
+                                          "--k", "5", "--seed", "1"], 31.0, 29.0)
+    assert sweep.c4_runs(sweep.load_records(args), 2) == []
+    (folder / "unfinished").mkdir()  # a run under way (no BLEU yet) is not counted
+    (folder / "unfinished" / "record.json").write_text(json.dumps({"epochs": []}))
+    sweep.main(["--profile", "cpu-long", "--seeds", "2", "--report", "--out", str(tmp_path)])
+    report = (tmp_path / "nmt_cpu_long.md").read_text()
+    assert "| lookahead-adam-lr0.06-k5-s0 | 32.00 **chosen** | 3 | 3 | plateau |" in report
+    assert ("| Lookahead(Adam), lr 0.06, k 5, α 0.5 | 2 | 28.50 ± 0.71 | 28.00, 29.00 | 3, 3 "
+            "| 24.70 |") in report
+    assert ("- Lookahead(Adam) − Adam (warm-up): +0.50 ± 2.12 BLEU (1 of 2 seeds higher; per "
+            "seed -1.00, +2.00)") in report
+    assert "33.33" not in report and "Not finished" not in report  # the pilot's 0.04 not chosen
+    assert "stops once 3 epochs in a row bring no better validation BLEU" in report
+    payload = json.loads((tmp_path / "nmt_cpu_long.json").read_text())
+    assert payload["chosen"] == ["0.06", "5"] and payload["missing_runs"] == 0
+    assert (tmp_path / "nmt_cpu_long_curves.png").stat().st_size > 0

@@ -11,6 +11,16 @@ present.
     python -m benchmarks.nmt.run --profile paper --seeds 1            # tfds WMT'14, accelerator
     python -m benchmarks.nmt.run --grid --data-dir ...                # + lr grids, one seed
     python -m benchmarks.nmt.run --report                             # only rewrite the report
+    python -m benchmarks.nmt.run --profile cpu-long --data-dir ../shared/data/multi30k
+        # App. C.4 trained to a plateau (nmt_cpu_long.md): a pilot pair, the grid, 3 seeds
+
+On the cpu-long profile every run trains until its validation BLEU has not improved for 3 epochs
+(at most 40), and is resumed from its last epoch if stopped. The sweep runs App. C.4's
+comparison: first a pilot pair (Adam, and Lookahead(Adam) at the paper's pick, lr 0.04, k 10),
+then Adafactor at its default and the rest of Lookahead(Adam)'s grid, lr {0.02, 0.04, 0.06} x
+k {5, 10} at alpha 0.5, on seed 0; the grid point of best validation BLEU is chosen, and it,
+Adam and Adafactor (at their defaults, as the paper runs them) then run every seed; test BLEU is
+read for those only.
 """
 
 import argparse
@@ -54,6 +64,49 @@ def folder_of(args):
     return os.path.join(args.out, "nmt", "runs", args.profile)
 
 
+# App. C.4: Lookahead(Adam)'s grid (lr scale x k, alpha 0.5); the paper's pick first, as the
+# pilot's
+C4_GRID = [("0.04", "10"), ("0.02", "5"), ("0.02", "10"), ("0.04", "5"), ("0.06", "5"),
+           ("0.06", "10")]
+
+
+def c4_run(opt, seed, lr=None, k=None):
+    """(name, extra arguments) of a run of App. C.4's plateau comparison."""
+    if opt == "lookahead-adam":
+        return (f"p-lookahead-adam-lr{lr}-k{k}-s{seed}",
+                ["--optimizer", opt, "--lr", lr, "--k", k, "--seed", str(seed)])
+    return f"p-{opt}-s{seed}", ["--optimizer", opt, "--seed", str(seed)]
+
+
+def c4_search(records):
+    """(Lookahead(Adam)'s chosen (lr, k) or None until its grid is done, the grid's records)."""
+    grid = [(c, records.get(c4_run("lookahead-adam", 0, *c)[0])) for c in C4_GRID]
+    if not all(r for _, r in grid):
+        return None, grid
+    return max(grid, key=lambda p: p[1]["valid_bleu"])[0], grid
+
+
+def c4_runs(records, seeds):
+    """The next stage's unfinished runs: the pilot pair, the rest of seed 0, then the seeds."""
+    stages = [[c4_run("adam", 0), c4_run("lookahead-adam", 0, *C4_GRID[0])],
+              [c4_run("adafactor", 0)] + [c4_run("lookahead-adam", 0, *c) for c in C4_GRID[1:]]]
+    for stage in stages:
+        todo = [r for r in stage if r[0] not in records]
+        if todo:
+            return todo
+    chosen, _ = c4_search(records)
+    todo = [run for s in range(1, seeds) for run in (
+        c4_run("adam", s), c4_run("adafactor", s), c4_run("lookahead-adam", s, *chosen))]
+    return [r for r in todo if r[0] not in records]
+
+
+def _finished(path):
+    if not os.path.exists(path):
+        return False
+    with open(path) as f:
+        return "bleu" in json.load(f)
+
+
 def run_all(args):
     folder = folder_of(args)
     common = ["--profile", args.profile, "--verbose", "2",
@@ -68,16 +121,29 @@ def run_all(args):
     def summary(name):
         with open(record(name)) as f:
             r = json.load(f)
-        return f"BLEU {r['bleu']:.2f}, final loss {r['epochs'][-1]['loss']:.3f}"
+        valid = (f"best validation BLEU {r['valid_bleu']:.2f} at epoch {r['best_epoch']} of "
+                 f"{len(r['epochs'])} ({r['stopped']}), " if "valid_bleu" in r else "")
+        return f"{valid}BLEU {r['bleu']:.2f}, final loss {r['epochs'][-1]['loss']:.3f}"
 
-    run_sweep(runs_for(args), lambda name, extra: ["-m", TRAIN, *common, *extra, "--run-dir",
-                                                   os.path.join(folder, name)],
-              record, summary, folder, h.ROOT, parse=train.parse_args,
-              before=train.BEFORE_IT_EXISTED)
+    def command(name, extra):
+        # a run stopped part-way (its record written, no BLEU yet) continues
+        resume = (["--resume"] if os.path.exists(record(name)) and not _finished(record(name))
+                  else [])
+        return ["-m", TRAIN, *common, *extra, "--run-dir", os.path.join(folder, name), *resume]
+
+    def sweep(runs):
+        run_sweep(runs, command, record, summary, folder, h.ROOT, parse=train.parse_args,
+                  before=train.BEFORE_IT_EXISTED, done=_finished)
+
+    if args.profile == "cpu-long":
+        while pending := c4_runs(load_records(args), args.seeds):
+            sweep(pending)
+        return
+    sweep(runs_for(args))
 
 
 def load_records(args):
-    return load_run_records(folder_of(args))
+    return load_run_records(folder_of(args), _finished)
 
 
 def plot_curves(groups, path):
@@ -102,8 +168,122 @@ def plot_curves(groups, path):
     fig.savefig(path, dpi=110)
 
 
+def plot_plateau(records, path):
+    """Validation BLEU after every epoch, every run (Lookahead solid, the others dashed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, (name, r) in enumerate(sorted(records.items())):
+        epochs = [e["epoch"] for e in r["epochs"]]
+        style = "-" if r["args"]["optimizer"].startswith("lookahead") else "--"
+        ax.plot(epochs, [e["valid_bleu"] for e in r["epochs"]], style, marker="o", ms=2,
+                color=f"C{i % 10}", label=name[2:], lw=1)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation BLEU (evaluated weights)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, ncol=2)
+    ax.set_title("Validation BLEU per epoch, every run, to its plateau", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def write_plateau_report(args, records):
+    """nmt_cpu_long.md/.json: App. C.4's comparison trained to a plateau."""
+    first = next(iter(records.values()))
+    a = first["args"]
+    chosen, grid = c4_search(records)
+    lines = h.header("English→German translation to a plateau (App. C.4): Lookahead(Adam) "
+                     "against Adam and Adafactor", h.command_line(), h.machine(),
+                     source=f"the run records in `nmt/runs/{args.profile}/`") + \
+        h.machines_line(records.values()) + [
+        f"**Profile `{args.profile}`**: a Transformer of {a['layers']}+{a['layers']} layers, "
+        f"width {a['width']} ({first['params']:,} parameters), {first['train_pairs']:,} "
+        f"Multi30k sentence pairs, batch {a['batch_size']}, Transformer schedule with warm-up "
+        f"{a['warmup']}. **Stopping rule**: after every epoch the validation set (1,014 "
+        "sentences) is translated greedily and scored with sacreBLEU on the evaluated weights "
+        f"(Lookahead's slow ones); a run stops once {a['stop_patience']} epochs in a row bring "
+        f"no better validation BLEU, at most {a['epochs']} epochs; its test BLEU is that of the "
+        "weights of its best validation BLEU. Adam and Adafactor run at their defaults (Adam's "
+        "lr scale 0.04, Adafactor's relative-step cap 0.01), as the paper runs them; "
+        "Lookahead(Adam) over the paper's lr {0.02, 0.04, 0.06} × k {5, 10}, α 0.5, chosen by "
+        f"validation BLEU on seed 0; then {args.seeds} seeds of each.", ""]
+    pending = c4_runs(records, args.seeds)
+    if pending:
+        lines += [f"**Not finished**: the next stage has {len(pending)} run"
+                  f"{'s' if len(pending) > 1 else ''} to go ({', '.join(n for n, _ in pending)})"
+                  ".", ""]
+    lines += ["## Seed 0: the pilot and the grid", "",
+              "| run | best validation BLEU | at epoch | epochs run | stopped |",
+              "|---|---|---|---|---|"]
+    seed0 = [c4_run("adam", 0), c4_run("adafactor", 0)] + [
+        c4_run("lookahead-adam", 0, *c) for c in C4_GRID]
+    for name, _ in seed0:
+        r = records.get(name)
+        mark = (" **chosen**" if chosen and name == c4_run("lookahead-adam", 0, *chosen)[0]
+                else "")
+        lines.append(f"| {name[2:]} | " + (
+            f"{r['valid_bleu']:.2f}{mark} | {r['best_epoch']} | {len(r['epochs'])} | "
+            f"{r['stopped']} |" if r else "not run yet | | | |"))
+    lines.append("")
+    summary = {}
+    if chosen:
+        arms = {"adam": [records.get(c4_run("adam", s)[0]) for s in range(args.seeds)],
+                "adafactor": [records.get(c4_run("adafactor", s)[0])
+                              for s in range(args.seeds)],
+                "lookahead-adam": [records.get(c4_run("lookahead-adam", s, *chosen)[0])
+                                   for s in range(args.seeds)]}
+        lines += ["## The chosen configurations, on the test set", "",
+                  "| optimizer | seeds | test BLEU (mean ± std) | per seed | epochs run | "
+                  "paper (WMT'14, Table 4) |", "|---|---|---|---|---|---|"]
+        for opt, recs in arms.items():
+            done = [r for r in recs if r]
+            scores = [r["bleu"] for r in done]
+            m = statistics.mean(scores)
+            sd = statistics.stdev(scores) if len(scores) > 1 else 0.0
+            label = (f"Lookahead(Adam), lr {chosen[0]}, k {chosen[1]}, α 0.5"
+                     if opt == "lookahead-adam" else LABELS[opt])
+            summary[opt] = {"bleu_mean": m, "bleu_std": sd, "seeds": len(done),
+                            "bleu": scores}
+            lines.append(f"| {label} | {len(done)} | {m:.2f} ± {sd:.2f} | "
+                         + ", ".join(f"{x:.2f}" for x in scores) + " | "
+                         + ", ".join(str(len(r["epochs"])) for r in done)
+                         + f" | {PAPER_BLEU[opt]} |")
+        lines += ["", "Paired by seed (the same initial weights and data order):", ""]
+        for other in ("adam", "adafactor"):
+            diffs = [x["bleu"] - y["bleu"] for x, y in zip(arms["lookahead-adam"], arms[other])
+                     if x and y]
+            if diffs:
+                m = statistics.mean(diffs)
+                sd = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
+                lines.append(f"- Lookahead(Adam) − {LABELS[other]}: {m:+.2f} ± {sd:.2f} BLEU "
+                             f"({sum(d > 0 for d in diffs)} of {len(diffs)} seeds higher; per "
+                             "seed " + ", ".join(f"{d:+.2f}" for d in diffs) + ")")
+                summary[f"lookahead-adam - {other}"] = diffs
+        lines.append("")
+    missing = len(pending) + (0 if chosen else 3 * (args.seeds - 1))
+    lines += ["![validation BLEU](nmt_cpu_long_curves.png)", "",
+              "The paper's numbers are for WMT'14 with Transformer base on a TPU; a small model "
+              "on Multi30k measures the same comparison on another scale.", ""]
+    os.makedirs(args.out, exist_ok=True)
+    plot_plateau(records, os.path.join(args.out, "nmt_cpu_long_curves.png"))
+    with open(os.path.join(args.out, "nmt_cpu_long.md"), "w") as f:
+        f.write("\n".join(lines))
+    h.write_json(os.path.join(args.out, "nmt_cpu_long.json"), {
+        "profile": args.profile, "seeds": args.seeds, "missing_runs": missing,
+        "chosen": chosen, "summary": summary,
+        "runs": {n: {"args": r["args"], "bleu": r["bleu"], "valid_bleu": r["valid_bleu"],
+                     "best_epoch": r["best_epoch"], "epochs": r["epochs"]}
+                 for n, r in records.items()}})
+    h.progress(f"wrote {os.path.join(args.out, 'nmt_cpu_long.md')}")
+
+
 def write_report(args):
     records = load_records(args)
+    if records and args.profile == "cpu-long":
+        return write_plateau_report(args, records)
     if not records:
         raise SystemExit(f"no finished runs under {folder_of(args)}")
     groups = {}
@@ -176,7 +356,7 @@ def write_report(args):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--profile", default="cpu", choices=("cpu", "paper"))
+    p.add_argument("--profile", default="cpu", choices=("cpu", "cpu-long", "paper"))
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--grid", action="store_true",
                    help="add, one seed each, the paper's lr x k grid for Lookahead(Adam) and "
