@@ -47,11 +47,95 @@ def _run_arg(payload, key="epochs"):
     return values.pop()
 
 
+def _load_if(name):
+    path = os.path.join(RESULTS, f"{name}.json")
+    return _load(name) if os.path.exists(path) else None
+
+
+def _figure(values, name, digits=2):
+    """mean ± std of `values`, linked to its page."""
+    m = statistics.mean(values)
+    s = statistics.stdev(values) if len(values) > 1 else 0.0
+    return _link(f"{m:.{digits}f} ± {s:.{digits}f}", name)
+
+
+# (the table's text holds no figure outside a link: the settings chosen are in the linked pages)
+UNTUNED = ("untuned: Lookahead at the paper's default k and α and its inner optimizer's rate; "
+           "the paper's protocol under way")
+
+
+def _cifar_rows(cifar_file):
+    """CIFAR-10: each pair from App. C.1's protocol once both have every seed (cifar.json's
+    'protocol'); until then the untuned comparison, saying so."""
+    protocol, seeds = cifar_file.get("protocol", {}), cifar_file.get("protocol_seeds")
+    cifar = cifar_file["summary"]
+    budget = (f"{_run_arg(cifar_file, 'limit'):,} training images, "
+              f"{_run_arg(cifar_file)} epochs to the end of the rate schedule")
+    rows = []
+    for inner, la, old_inner, old_la, label, old_label in (
+            ("sgd", "lookahead-sgd", "sgd", "lookahead-sgd", "SGD", "SGD"),
+            ("adamw", "lookahead-adamw", "adam", "lookahead-adam", "AdamW", "Adam")):
+        if seeds and all(protocol.get(m, {}).get("seeds") == seeds for m in (inner, la)):
+            rows.append(
+                f"| CIFAR-10, test accuracy %, {label}, App. C.1's protocol (every method tuned "
+                "on held-out training images"
+                + (", Lookahead resetting the momentum" if inner == "sgd" else "")
+                + f"), {budget}, {seeds} "
+                f"seeds | {_figure(protocol[inner]['test_accuracy'], 'cifar_cpu_long')} | "
+                f"{_figure(protocol[la]['test_accuracy'], 'cifar_cpu_long')} |")
+        else:
+            acc = ("test_accuracy_mean", "test_accuracy_std", "cifar_cpu_long")
+            rows.append(
+                f"| CIFAR-10, test accuracy %, {old_label}, {budget}, "
+                f"{cifar[old_inner]['seeds']} seeds ({UNTUNED}) | "
+                f"{_mean_std(cifar, old_inner, *acc)} | {_mean_std(cifar, old_la, *acc)} |")
+    return rows
+
+
+def _nmt_rows():
+    """Translation: trained to a plateau (nmt_cpu_long.json) once every run is done; until
+    then the short runs, saying so."""
+    plateau = _load_if("nmt_cpu_long")
+    if plateau and plateau["missing_runs"] == 0:
+        s = plateau["summary"]
+        return [f"| Multi30k En→De, test BLEU, Adam, trained to a plateau of validation BLEU "
+                "(App. C.4's grid for Lookahead, chosen on validation), "
+                f"{plateau['seeds']} seeds | {_figure(s['adam']['bleu'], 'nmt_cpu_long')} | "
+                f"{_figure(s['lookahead-adam']['bleu'], 'nmt_cpu_long')} |"]
+    nmt_file = _load("nmt")
+    nmt = nmt_file["summary"]
+    bleu = ("bleu_mean", "bleu_std", "nmt")
+    return [f"| Multi30k En→De, test BLEU, Adam, {_run_arg(nmt_file)} epochs (short; the "
+            f"plateau runs are under way), {nmt['adam']['seeds']} seeds | "
+            f"{_mean_std(nmt, 'adam', *bleu)} | {_mean_std(nmt, 'lookahead-adam', *bleu)} |"]
+
+
+def _lm_protocol_rows(ptb):
+    """PTB by App. C.3's protocol (lm.json's 'protocol'), for each Lookahead whose chosen
+    setting and inner optimizer have every seed; none otherwise."""
+    rows = []
+    for la, label in (("lookahead-sgd", "SGD"), ("lookahead-adam", "Adam")):
+        p = ptb.get("protocol", {}).get(la)
+        if not p or p["seeds"] != ptb["seeds"]:
+            return []
+        rows.append(
+            f"| Penn Treebank, test perplexity (lower is better), AWD-LSTM 2 × 256, {label} at "
+            "its chosen rate, Lookahead there with k and α chosen on validation (App. C.3's "
+            f"protocol), {_run_arg(ptb)} epochs to the end of "
+            f"the rate schedule, {p['seeds']} seeds | {_figure(p['inner_test_ppl'], 'lm')} | "
+            f"{_figure(p['test_ppl'], 'lm')} |")
+    return rows
+
+
 def _lm_rows():
-    """The language-model rows: from the PTB runs to the end of their schedule (lm.json) once
-    their main comparison has every run, each optimizer at its own best rate; until then the
-    short runs on the stand-in (lm_cpu.json), the row saying that the PTB sweep is under way."""
+    """The language-model rows: App. C.3's protocol once it has every run; before, the PTB runs
+    to the end of their schedule (lm.json) once their main comparison has every run, each
+    optimizer at its own best rate; until then the short runs on the stand-in (lm_cpu.json),
+    the row saying that the PTB sweep is under way."""
     ptb = _load("lm")
+    protocol = _lm_protocol_rows(ptb)
+    if protocol:
+        return protocol
     if ptb["missing_runs"] == 0:
         lm = ptb["summary"]
         epochs = _run_arg(ptb)
@@ -67,7 +151,8 @@ def _lm_rows():
                            f"{k.split('-lr')[1]}", "lm") for k in (plain, la)]
             rows.append(f"| Penn Treebank, test perplexity (lower is better), AWD-LSTM 2 × 256, "
                         f"{label}, each at its best rate, {epochs} epochs to the end of the "
-                        f"rate schedule, {ptb['seeds']} seeds | {cells[0]} | {cells[1]} |")
+                        f"rate schedule, {ptb['seeds']} seeds (Lookahead at the paper's default "
+                        f"k and α; App. C.3's protocol under way) | {cells[0]} | {cells[1]} |")
         return rows
     lm_file = _load("lm_cpu")
     lm = lm_file["summary"]
@@ -86,24 +171,11 @@ def _lm_rows():
 
 
 def table():
-    cifar_file = _load("cifar_cpu_long")
-    cifar = cifar_file["summary"]
-    nmt_file = _load("nmt")
-    nmt = nmt_file["summary"]
     perf = _load("performance")
     rows = ["| what (our CPU runs at a small scale; the budget in each row, more in each file) | "
             "without Lookahead | with Lookahead |", "|---|---|---|"]
-    acc = ("test_accuracy_mean", "test_accuracy_std", "cifar_cpu_long")
-    budget = (f"{_run_arg(cifar_file, 'limit'):,} training images, "
-              f"{_run_arg(cifar_file)} epochs to the end of the rate schedule")
-    rows.append(f"| CIFAR-10, test accuracy %, SGD, {budget}, {cifar['sgd']['seeds']} seeds | "
-                f"{_mean_std(cifar, 'sgd', *acc)} | {_mean_std(cifar, 'lookahead-sgd', *acc)} |")
-    rows.append(f"| CIFAR-10, test accuracy %, Adam, {budget}, {cifar['adam']['seeds']} seeds | "
-                f"{_mean_std(cifar, 'adam', *acc)} | {_mean_std(cifar, 'lookahead-adam', *acc)} |")
-    bleu = ("bleu_mean", "bleu_std", "nmt")
-    rows.append(f"| Multi30k En→De, test BLEU, Adam, {_run_arg(nmt_file)} epochs (short), "
-                f"{nmt['adam']['seeds']} seeds | "
-                f"{_mean_std(nmt, 'adam', *bleu)} | {_mean_std(nmt, 'lookahead-adam', *bleu)} |")
+    rows += _cifar_rows(_load("cifar_cpu_long"))
+    rows += _nmt_rows()
     rows += _lm_rows()
     # one noisy cell (a ratio below 1 at one size) says little: the median over sizes, with
     # the range over sizes beside it

@@ -56,7 +56,8 @@ def test_readme_lm_rows_come_from_ptb_once_its_main_comparison_is_complete(tmp_p
     write("lm", ptb)
     monkeypatch.setattr(readme_results, "RESULTS", str(tmp_path))
     head = ("| Penn Treebank, test perplexity (lower is better), AWD-LSTM 2 × 256, {}, each at "
-            "its best rate, 15 epochs to the end of the rate schedule, 3 seeds | ")
+            "its best rate, 15 epochs to the end of the rate schedule, 3 seeds (Lookahead at the "
+            "paper's default k and α; App. C.3's protocol under way) | ")
     link = "](benchmarks/results/lm.md)"
     assert readme_results._lm_rows() == [
         head.format("SGD") + f"[131.60 ± 0.40 at lr 30{link} | [140.25 ± 1.50 at lr 50{link} |",
@@ -77,6 +78,72 @@ def test_readme_lm_rows_come_from_ptb_once_its_main_comparison_is_complete(tmp_p
     assert len(rows) == 2 and all("3 epochs (short; the PTB sweep is under way)" in r
                                   for r in rows)
     assert "[35.40 ± 0.20](benchmarks/results/lm_cpu.md) | [37.20 ± 0.10]" in rows[1]
+
+
+def test_readme_rows_switch_to_the_papers_protocol_once_it_has_every_seed(tmp_path,
+                                                                         monkeypatch):
+    """CIFAR, translation and PTB rows: the untuned comparison (saying so) until the protocol's
+    pair has every seed, then the protocol's numbers, naming the chosen settings."""
+    import json
+
+    def write(name, payload):
+        (tmp_path / f"{name}.json").write_text(json.dumps(payload))
+
+    monkeypatch.setattr(readme_results, "RESULTS", str(tmp_path))
+    runs = {"main-sgd-s0": {"args": {"epochs": 20, "limit": 20000}}}
+    untuned = {"seeds": 3, "test_accuracy_mean": 79.5, "test_accuracy_std": 0.1}
+    summary = {m: untuned for m in ("sgd", "lookahead-sgd", "adam", "lookahead-adam")}
+    protocol = {"sgd": {"seeds": 2, "config": {"lr": "0.1", "wd": "1e-3"},
+                        "test_accuracy": [80.0, 82.0]},
+                "lookahead-sgd": {"seeds": 3, "config": {"lr": "0.2", "wd": "1e-3", "k": "10",
+                                                         "alpha": "0.8"},
+                                  "test_accuracy": [81.0, 81.0, 84.0]}}
+    write("cifar_cpu_long", {"runs": runs, "summary": summary, "protocol": protocol,
+                             "protocol_seeds": 3})
+    rows = readme_results._cifar_rows(readme_results._load("cifar_cpu_long"))
+    assert all("the paper's protocol under way" in r for r in rows)  # SGD has 2 seeds of 3
+    protocol["sgd"].update(seeds=3, test_accuracy=[80.0, 82.0, 84.0])
+    write("cifar_cpu_long", {"runs": runs, "summary": summary, "protocol": protocol,
+                             "protocol_seeds": 3})
+    rows = readme_results._cifar_rows(readme_results._load("cifar_cpu_long"))
+    link = "](benchmarks/results/cifar_cpu_long.md)"
+    assert rows[0] == (
+        "| CIFAR-10, test accuracy %, SGD, App. C.1's protocol (every method tuned on held-out "
+        "training images, Lookahead resetting the momentum), 20,000 training images, 20 "
+        f"epochs to the end of the rate schedule, 3 seeds | [82.00 ± 2.00{link} | "
+        f"[82.00 ± 1.73{link} |")
+    assert "under way" in rows[1]  # AdamW's pair has not run
+    # translation: the plateau runs once none is missing
+    write("nmt", {"runs": {"adam-s0": {"args": {"epochs": 2}}},
+                  "summary": {"adam": {"bleu_mean": 26.4, "bleu_std": 1.0, "seeds": 2},
+                              "lookahead-adam": {"bleu_mean": 23.8, "bleu_std": 0.8,
+                                                 "seeds": 2}}})
+    assert "(short; the plateau runs are under way)" in readme_results._nmt_rows()[0]
+    write("nmt_cpu_long", {"missing_runs": 0, "seeds": 3, "chosen": ["0.06", "5"],
+                           "summary": {"adam": {"bleu": [30.0, 31.0, 32.0]},
+                                       "lookahead-adam": {"bleu": [31.0, 31.0, 31.0]}}})
+    assert readme_results._nmt_rows() == [
+        "| Multi30k En→De, test BLEU, Adam, trained to a plateau of validation BLEU (App. "
+        "C.4's grid for Lookahead, chosen on validation), 3 seeds | "
+        "[31.00 ± 1.00](benchmarks/results/nmt_cpu_long.md) | "
+        "[31.00 ± 0.00](benchmarks/results/nmt_cpu_long.md) |"]
+    # PTB: App. C.3's protocol rows once both Lookaheads have every seed
+    ptb_runs = {"sgd-lr50-s0": {"args": {"epochs": 15}}}
+    proto = {"lookahead-sgd": {"lr": 50.0, "k": 5, "alpha": 0.8, "seeds": 3,
+                               "test_ppl": [140.0, 141.0, 142.0],
+                               "inner_test_ppl": [130.0, 131.0, 132.0]},
+             "lookahead-adam": {"lr": 0.005, "k": 10, "alpha": 0.5, "seeds": 2,
+                                "test_ppl": [120.0, 121.0], "inner_test_ppl": [121.0, 122.0]}}
+    ptb = {"seeds": 3, "missing_runs": 4, "runs": ptb_runs, "summary": {}, "protocol": proto}
+    assert readme_results._lm_protocol_rows(ptb) == []
+    proto["lookahead-adam"].update(seeds=3, test_ppl=[120.0, 121.0, 122.0],
+                                   inner_test_ppl=[121.0, 122.0, 126.0])
+    rows = readme_results._lm_protocol_rows(ptb)
+    assert rows[1] == (
+        "| Penn Treebank, test perplexity (lower is better), AWD-LSTM 2 × 256, Adam at its "
+        "chosen rate, Lookahead there with k and α chosen on validation (App. C.3's protocol), "
+        "15 epochs to the end of the rate schedule, 3 seeds | "
+        "[123.00 ± 2.65](benchmarks/results/lm.md) | [121.00 ± 1.00](benchmarks/results/lm.md) |")
 
 
 def test_readme_links_point_at_files_that_exist():

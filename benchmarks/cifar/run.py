@@ -526,6 +526,7 @@ def write_report(args):
         f.write("\n".join(lines))
     h.write_json(os.path.join(args.out, f"{name}.json"), {
         "profile": args.profile, "summary": summary, "protocol": protocol_summary,
+        "protocol_seeds": args.seeds,
         "runs": {n: {"args": r["args"], "final": r["final"]} for n, r in runs.items()}})
     h.progress(f"wrote {os.path.join(args.out, name + '.md')}")
 
