@@ -17,7 +17,7 @@ With μ = 0, φ − α s = φ + α(θ − φ): SNOO without momentum is Lookahea
 
 `lookahead.py` holds the state these act on (φ, b, m_prev, counters) and chooses what a sync
 touches; `_steps.py` decides, in the form each execution mode needs, *whether* a step syncs, and
-writes what `sync` returns. Both import this module, which imports neither.
+writes what `sync` hands it (its `write`). Both import this module, which imports neither.
 
 `sync` works on lists of values through a small set of list operations (`KerasListOps` here;
 `_steps.TorchListOps` for PyTorch's in-place multi-tensor ops). An operation may write its
@@ -53,9 +53,10 @@ class SyncInputs(NamedTuple):
 
 
 class SyncResult(NamedTuple):
-    """What a sync writes, aligned with `SyncInputs`: the new fast, slow, buffer, moment and
-    cached values of the updated variables, and the new slow weights and cached moments of the
-    held ones. An entry that is its input object itself is unchanged (a writer may skip it)."""
+    """What a sync wrote, aligned with `SyncInputs` (as its `write` returned it): the new fast,
+    slow, buffer, moment and cached values of the updated variables, and the new slow weights
+    and cached moments of the held ones. The fast weights are their input objects themselves
+    when the sync leaves them as they are (α = 1, μ = 0)."""
 
     fast: list
     slow: list
