@@ -499,6 +499,20 @@ def _restored(args, dist, toks, record):
     return model
 
 
+def _reseed_unseeded_dropout(args, epoch):
+    """On PyTorch, Keras's dropout without a seed draws from torch's global generator
+    (keras/src/backend/torch/random.py takes its unseeded fast path), which Keras's first fit
+    call in a process draws from too: so each epoch reseeds it from (seed, epoch) at its first
+    batch, and a resumed run draws the masks an uninterrupted one does. Nothing on the other
+    backends, whose dropout draws from the layers' seed generators (checkpointed with them)."""
+    import keras
+
+    if keras.backend.backend() == "torch":
+        import torch
+
+        torch.manual_seed(args.seed * 100_003 + epoch)
+
+
 def _random_states(model):
     """The model's variables that are not weights: its dropout layers' seed generators."""
     weights = {id(w) for w in model.weights}
@@ -526,6 +540,10 @@ def _epoch(args, model, toks, data, val, steps_per_epoch, record):
 
     class Curve(keras.callbacks.Callback):
         """Training loss every --log-every steps (Fig. 7b plots loss against inner steps)."""
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch == 0:
+                _reseed_unseeded_dropout(args, epoch)
 
         def on_train_batch_end(self, batch, logs=None):
             step = epoch * steps_per_epoch + batch + 1
