@@ -110,13 +110,16 @@ def sync(inputs, outer, slow_like, cached_like, list_ops, write=None):
         else:
             slow = o.lerp(inputs.slow, fast32, outer.alpha)
     else:
-        step = o.sub(inputs.slow, fast32)  # s = φ − θ, the pseudo-gradient
-        buffer = write("buffer", o.scale_add(buffer, outer.momentum, step))  # b ← μ b + s
+        # b ← μ b + s, s = φ − θ the pseudo-gradient
+        buffer = write("buffer", o.scale_add(buffer, outer.momentum,
+                                             o.sub(inputs.slow, fast32)))
         if outer.nesterov:
-            step = o.add_scaled(step, buffer, outer.momentum)  # μ b + s
+            # φ − α (μ b + s) = φ + α (θ − φ) − α μ b: s is not a value shared by two writes
+            # (XLA on CPU would compute it in a pass of its own and read it back twice)
+            slow = o.add_scaled(o.lerp(inputs.slow, fast32, outer.alpha), buffer,
+                                -outer.alpha * outer.momentum)
         else:
-            step = buffer
-        slow = o.add_scaled(inputs.slow, step, -outer.alpha)  # φ − α (μ b + s) or φ − α b
+            slow = o.add_scaled(inputs.slow, buffer, -outer.alpha)  # φ − α b
     slow = write("slow", slow)
     fast = list(inputs.fast) if unchanged_fast else write("fast", slow)
     moment, cached = moment_update(inputs.moment, inputs.cached, outer, o, write)
