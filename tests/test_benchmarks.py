@@ -237,3 +237,18 @@ def test_a_records_arguments_are_compared_with_those_asked_for():
         "--blocks 2 (asked: 1)"]
     assert argument_changes(recorded, {**asked, "width": 16}) == [
         "--width not recorded (asked: 16)"]
+
+
+@pytest.mark.backend_independent  # its measurement runs in a process of its own, on torch
+def test_torch_sync_ops_tiny_run_times_both_forms_of_both_syncs(tmp_path):
+    pytest.importorskip("torch")
+    from benchmarks import torch_sync_ops
+
+    # the worker first checks that both list operations compute the same sync (it raises if
+    # not, and the run fails), then times them
+    torch_sync_ops.main(["--tiny", "--out", str(tmp_path)])
+    results = json.loads((tmp_path / "torch_sync_ops.json").read_text())["results"]
+    assert set(results) == {"20000"}
+    assert set(results["20000"]) == {"lookahead", "outer momentum"}
+    assert all(r["ratio"] > 0 for r in results["20000"].values())
+    assert "| 0.02M |" in (tmp_path / "torch_sync_ops.md").read_text()
